@@ -1,0 +1,1 @@
+"""Backends: running a batch on a device. See base.py for the interface."""

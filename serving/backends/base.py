@@ -1,0 +1,57 @@
+"""The narrow interface every backend implements, and what it returns.
+
+A backend runs one batch on one device. It knows nothing of queues, gRPC or metric names: the batcher
+calls `infer` from a worker thread (never on the event loop) with inputs already merged along axis 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from serving.types import Array, TensorMap
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one model instance runs: 'cpu' or 'cuda:N'."""
+
+    device: str
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.device.startswith("cuda")
+
+
+@dataclass(frozen=True)
+class ComputeTimings:
+    """Nanoseconds spent on one batch, in Triton's three compute stages."""
+
+    input_ns: int  # host → device copy / input binding
+    infer_ns: int  # the model itself
+    output_ns: int  # device → host copy
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    outputs: dict[str, Array]  # every output the model has, batch-major, numpy on the host
+    timings: ComputeTimings
+
+
+class Backend(Protocol):
+    """One loaded model instance on one device."""
+
+    placement: Placement
+
+    def infer(self, inputs: TensorMap) -> BatchResult:
+        """Run one batch; raise any exception to fail the batch (its message reaches the callers)."""
+        ...
+
+    def close(self) -> None:
+        """Release the model and its device memory; idempotent."""
+        ...
+
+
+class BackendFactory(Protocol):
+    def __call__(self, model_file: Path, placement: Placement, parameters: dict[str, str]) -> Backend: ...

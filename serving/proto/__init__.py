@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for protos/*.proto. Regenerate with `python scripts/gen_protos.py`."""

@@ -1,0 +1,56 @@
+"""Shared type aliases and the datatype tables (KServe v2 names ⇄ Triton config enums ⇄ numpy)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[Any]
+TensorMap = Mapping[str, Array]
+
+# KServe v2 datatype string → numpy dtype. BYTES is a numpy object array of `bytes`.
+V2_TO_NUMPY: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(np.object_),
+}
+
+# Triton config enum name (model_config.proto DataType) → KServe v2 datatype string.
+CONFIG_TO_V2: dict[str, str] = {
+    "TYPE_BOOL": "BOOL",
+    "TYPE_UINT8": "UINT8",
+    "TYPE_UINT16": "UINT16",
+    "TYPE_UINT32": "UINT32",
+    "TYPE_UINT64": "UINT64",
+    "TYPE_INT8": "INT8",
+    "TYPE_INT16": "INT16",
+    "TYPE_INT32": "INT32",
+    "TYPE_INT64": "INT64",
+    "TYPE_FP16": "FP16",
+    "TYPE_FP32": "FP32",
+    "TYPE_FP64": "FP64",
+    "TYPE_STRING": "BYTES",
+}
+
+
+def numpy_to_v2(dtype: np.dtype[Any]) -> str:
+    """The KServe v2 datatype name of a numpy dtype."""
+    if dtype.kind in ("O", "S", "U"):
+        return "BYTES"
+    for name, candidate in V2_TO_NUMPY.items():
+        if candidate == dtype:
+            return name
+    raise ValueError(f"no KServe v2 datatype for numpy dtype {dtype}")
