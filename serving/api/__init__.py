@@ -1,0 +1,1 @@
+"""gRPC servicers and the proto ⇄ domain codecs. Only this package imports grpc."""

@@ -1,0 +1,182 @@
+"""KServe v2 protobuf ⇄ domain types (serving/inference.py).
+
+Inputs arrive either as `raw_input_contents` (one bytes blob per input, in order: what tritonclient
+and perf_analyzer send) or as typed `contents`; both decode to numpy arrays, raw ones without a
+copy (`np.frombuffer`, read-only). Replies always use `raw_output_contents`: perf_analyzer crashes on
+typed contents. BYTES elements are a 4-byte little-endian length followed by the bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from serving.errors import InvalidInput
+from serving.inference import InferenceRequest, InferenceResponse, ParamValue
+from serving.proto import inference_pb2 as pb
+from serving.types import V2_TO_NUMPY, Array, numpy_to_v2
+
+# datatype → the InferTensorContents field that carries it when typed.
+CONTENTS_FIELD: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+def decode_parameters(params: Mapping[str, pb.InferParameter]) -> dict[str, ParamValue]:
+    decoded: dict[str, ParamValue] = {}
+    for key, param in params.items():
+        choice = param.WhichOneof("parameter_choice")
+        if choice is not None:
+            decoded[key] = getattr(param, choice)
+    return decoded
+
+
+def decode_request(request: pb.ModelInferRequest) -> InferenceRequest:
+    """Raise InvalidInput, naming the input, when a tensor's bytes do not match its shape and datatype."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInput(
+            f"raw_input_contents has {len(raw)} entries but the request names {len(request.inputs)} inputs"
+        )
+    inputs: dict[str, Array] = {}
+    for i, tensor in enumerate(request.inputs):
+        if tensor.name in inputs:
+            raise InvalidInput(f"input '{tensor.name}' is given twice")
+        inputs[tensor.name] = _decode_tensor(tensor, raw[i] if raw else None)
+    return InferenceRequest(
+        model_name=request.model_name,
+        model_version=request.model_version,
+        id=request.id,
+        inputs=inputs,
+        requested_outputs=tuple(o.name for o in request.outputs),
+        parameters=decode_parameters(request.parameters),
+    )
+
+
+def _decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> Array:
+    where = f"input '{tensor.name}'"
+    dtype = V2_TO_NUMPY.get(tensor.datatype)
+    if dtype is None:
+        raise InvalidInput(f"{where}: unknown datatype '{tensor.datatype}'")
+    shape = tuple(int(d) for d in tensor.shape)
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"{where}: shape {list(shape)} has a negative dimension")
+    count = int(np.prod(shape, dtype=np.int64))
+    if tensor.datatype == "BYTES":
+        items = _split_bytes(raw, where) if raw is not None else list(tensor.contents.bytes_contents)
+        if len(items) != count:
+            raise InvalidInput(f"{where}: {len(items)} BYTES elements for shape {list(shape)} ({count} expected)")
+        array = np.empty(count, dtype=object)
+        array[:] = items
+        return array.reshape(shape)
+    if raw is not None:
+        expected = count * dtype.itemsize
+        if len(raw) != expected:
+            raise InvalidInput(
+                f"{where}: {len(raw)} bytes of raw content, expected {expected} for shape {list(shape)} "
+                f"{tensor.datatype}"
+            )
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    field = CONTENTS_FIELD.get(tensor.datatype)
+    if field is None:
+        raise InvalidInput(f"{where}: datatype {tensor.datatype} can only be sent as raw_input_contents")
+    values: Sequence[Any] = getattr(tensor.contents, field)
+    if len(values) != count:
+        raise InvalidInput(f"{where}: {len(values)} values in contents for shape {list(shape)} ({count} expected)")
+    return np.asarray(values, dtype=dtype).reshape(shape)
+
+
+def _split_bytes(raw: bytes, where: str) -> list[bytes]:
+    items: list[bytes] = []
+    offset, end = 0, len(raw)
+    while offset < end:
+        if offset + 4 > end:
+            raise InvalidInput(f"{where}: BYTES content truncated in a length prefix")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > end:
+            raise InvalidInput(f"{where}: BYTES element of {length} bytes overruns the content")
+        items.append(bytes(raw[offset : offset + length]))
+        offset += length
+    return items
+
+
+def _join_bytes(array: Array) -> bytes:
+    parts: list[bytes] = []
+    for item in array.reshape(-1):
+        data = item if isinstance(item, bytes) else str(item).encode()
+        parts.append(struct.pack("<I", len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def encode_response(response: InferenceResponse, datatypes: Mapping[str, str]) -> pb.ModelInferResponse:
+    """`datatypes`: each output's config datatype; arrays are cast to it when the backend differs."""
+    reply = pb.ModelInferResponse(
+        model_name=response.model_name, model_version=response.model_version, id=response.id
+    )
+    for name, array in response.outputs.items():
+        datatype = datatypes.get(name) or numpy_to_v2(array.dtype)
+        tensor = reply.outputs.add(name=name, datatype=datatype)
+        tensor.shape.extend(int(d) for d in array.shape)
+        if datatype == "BYTES":
+            reply.raw_output_contents.append(_join_bytes(array))
+        else:
+            data = np.ascontiguousarray(array, dtype=V2_TO_NUMPY[datatype])
+            reply.raw_output_contents.append(data.tobytes())
+    return reply
+
+
+def encode_tensor_metadata(
+    target: Iterable[Any], name: str, datatype: str, shape: Sequence[int]
+) -> None:
+    """Append one TensorMetadata to a repeated field (ModelMetadataResponse inputs/outputs)."""
+    add = getattr(target, "add")
+    entry = add(name=name, datatype=datatype)
+    entry.shape.extend(shape)
+
+
+def build_infer_request(
+    model_name: str,
+    inputs: Mapping[str, Array],
+    model_version: str = "",
+    request_id: str = "",
+    parameters: Mapping[str, ParamValue] | None = None,
+) -> pb.ModelInferRequest:
+    """A ModelInferRequest with raw contents; used by the shadow path and by tests."""
+    request = pb.ModelInferRequest(model_name=model_name, model_version=model_version, id=request_id)
+    for name, array in inputs.items():
+        datatype = numpy_to_v2(array.dtype)
+        tensor = request.inputs.add(name=name, datatype=datatype)
+        tensor.shape.extend(int(d) for d in array.shape)
+        request.raw_input_contents.append(
+            _join_bytes(array) if datatype == "BYTES" else np.ascontiguousarray(array).tobytes()
+        )
+    for key, value in (parameters or {}).items():
+        _set_parameter(request.parameters[key], value)
+    return request
+
+
+def _set_parameter(param: pb.InferParameter, value: ParamValue) -> None:
+    if isinstance(value, bool):
+        param.bool_param = value
+    elif isinstance(value, int):
+        param.int64_param = value
+    elif isinstance(value, float):
+        param.double_param = value
+    else:
+        param.string_param = value

@@ -1,0 +1,141 @@
+"""The `serving` command: `serving serve`, `serving models build`.
+
+Flags use Triton's names where Triton has the flag; every flag also reads `SERVING_<FLAG>` from the
+environment (e.g. SERVING_GRPC_PORT), flags winning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from serving.config import LOG_FORMATS, MODEL_CONTROL_MODES, ServerSettings
+
+
+def _env(name: str, default: Any) -> Any:
+    return os.environ.get(f"SERVING_{name.upper()}", default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="serving", description="KServe v2 / Triton-compatible inference server")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve a model repository over gRPC")
+    serve.add_argument("--model-repository", type=Path, default=Path(_env("model_repository", "models")))
+    serve.add_argument("--host", default=_env("host", "127.0.0.1"), help="address to bind (container: 0.0.0.0)")
+    serve.add_argument("--grpc-port", type=int, default=int(_env("grpc_port", 8001)))
+    serve.add_argument("--metrics-port", type=int, default=int(_env("metrics_port", 8002)), help="-1 disables /metrics")
+    serve.add_argument("--model-control-mode", choices=MODEL_CONTROL_MODES, default=_env("model_control_mode", "explicit"))
+    serve.add_argument("--load-model", action="append", default=[], help="explicit mode: load only these at start")
+    serve.add_argument("--max-message-bytes", type=int, default=int(_env("max_message_bytes", 64 * 1024 * 1024)))
+    serve.add_argument("--grace-period", type=float, default=float(_env("grace_period", 30.0)), help="seconds")
+    serve.add_argument("--log-format", choices=LOG_FORMATS, default=_env("log_format", "text"))
+    serve.add_argument("--log-level", default=_env("log_level", "INFO"))
+
+    models = sub.add_parser("models", help="example model repository")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    build = models_sub.add_parser("build", help="build the example models (idempotent)")
+    build.add_argument("--model-repository", type=Path, default=Path("models"))
+    build.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    return parser
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def settings_from(args: argparse.Namespace) -> ServerSettings:
+    return ServerSettings(
+        model_repository=args.model_repository,
+        host=args.host,
+        grpc_port=args.grpc_port,
+        metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        model_control_mode=args.model_control_mode,
+        load_models=tuple(args.load_model),
+        max_message_bytes=args.max_message_bytes,
+        grace_period_s=args.grace_period,
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
+
+
+async def serve(settings: ServerSettings) -> None:
+    from serving.server import create_server
+
+    server = create_server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    await stop.wait()
+    logging.getLogger("serving.server").info("signal received: draining")
+    await server.stop()
+
+
+def _run(coro: Any) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+def build_models(repository: Path, force: bool) -> int:
+    script = repository / "build.py"
+    if not script.is_file():
+        print(f"serving models build: {script} not found", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location("serving_models_build", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    started = time.perf_counter()
+    module.build(repository, force=force)
+    print(f"models built in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "models":
+        return build_models(args.model_repository, args.force)
+    try:
+        settings = settings_from(args)
+    except ValueError as exc:
+        print(f"serving serve: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    _run(serve(settings))
+    return 0

@@ -1,0 +1,40 @@
+"""Typed, validated server settings: built from flags and `SERVING_*` environment variables by the CLI
+and passed in explicitly; nothing here is read at import time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODEL_CONTROL_MODES = ("none", "explicit")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    model_repository: Path
+    host: str = "127.0.0.1"
+    grpc_port: int = 8001  # 0 = any free port (tests)
+    metrics_port: int | None = 8002  # None = no /metrics endpoint
+    model_control_mode: str = "explicit"
+    load_models: tuple[str, ...] = ()  # explicit mode: models to load at start; empty = all
+    max_message_bytes: int = 64 * 1024 * 1024
+    grace_period_s: float = 30.0
+    log_format: str = "text"
+    log_level: str = "INFO"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.model_repository.is_dir():
+            raise ValueError(f"model_repository: {self.model_repository} is not a directory")
+        for name, port in (("grpc_port", self.grpc_port), ("metrics_port", self.metrics_port)):
+            if port is not None and not 0 <= port <= 65535:
+                raise ValueError(f"{name}: {port} is not a port number")
+        if self.model_control_mode not in MODEL_CONTROL_MODES:
+            raise ValueError(f"model_control_mode: '{self.model_control_mode}' is not one of {MODEL_CONTROL_MODES}")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format: '{self.log_format}' is not one of {LOG_FORMATS}")
+        if self.max_message_bytes < 1024:
+            raise ValueError(f"max_message_bytes: {self.max_message_bytes} is too small (minimum 1024)")
+        if self.grace_period_s < 0:
+            raise ValueError(f"grace_period_s: must be >= 0, got {self.grace_period_s}")

@@ -1,0 +1,187 @@
+"""One loaded version of a model: its instances, its batcher, its state and its statistics.
+
+Life of a version: LOADING (backends load on a worker thread) → WARMING (a warm-up batch runs on
+every instance and its outputs are checked against the config) → READY (takes traffic) →
+DRAINING (no new requests; queued and running ones finish) → UNLOADED. A failure while loading or
+warming ends in FAILED with the reason; such a version never takes traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from serving.backends.base import Backend, ComputeTimings, Placement
+from serving.batching import BatchingPolicy, DynamicBatcher
+from serving.errors import ModelConfigError, ServingError, Unavailable
+from serving.inference import InferenceRequest
+from serving.repository import ModelSpec, TensorSpec, VersionSource
+from serving.stats import VersionStats
+from serving.types import Array
+
+log = logging.getLogger("serving.lifecycle")
+
+BackendLoader = Callable[[VersionSource, ModelSpec, Placement], Backend]
+
+
+class VersionState(enum.Enum):
+    LOADING = "LOADING"
+    WARMING = "WARMING"
+    READY = "READY"
+    DRAINING = "DRAINING"
+    UNLOADED = "UNLOADED"
+    FAILED = "FAILED"
+
+
+def batching_policy(spec: ModelSpec) -> BatchingPolicy:
+    """Dynamic batching as config.pbtxt asks; without `dynamic_batching` every request runs alone."""
+    db = spec.dynamic_batching
+    if db is None:
+        return BatchingPolicy(max_batch_size=0)
+    return BatchingPolicy(
+        max_batch_size=spec.max_batch_size,
+        preferred_batch_sizes=db.preferred_batch_sizes,
+        max_queue_delay_s=db.max_queue_delay_s,
+        max_queue_size=db.queue.max_queue_size,
+        default_timeout_s=db.queue.default_timeout_s,
+        allow_timeout_override=db.queue.allow_timeout_override,
+    )
+
+
+class _StatsObserver:
+    def __init__(self, stats: VersionStats) -> None:
+        self._stats = stats
+
+    def on_batch(
+        self, rows: int, requests: int, timings: ComputeTimings | None, error: BaseException | None
+    ) -> None:
+        if timings is not None and error is None:
+            self._stats.batch_executed(rows, timings)
+
+    def on_rejected(self, reason: str) -> None:
+        pass
+
+
+class ModelVersion:
+    def __init__(self, spec: ModelSpec, source: VersionSource, placements: Sequence[Placement]) -> None:
+        self.spec = spec
+        self.source = source
+        self.version = source.version
+        self.placements = tuple(placements)
+        self.state = VersionState.LOADING
+        self.reason = ""
+        self.stats = VersionStats()
+        self.load_seconds = 0.0
+        self.file_mtime_ns = source.model_file.stat().st_mtime_ns
+        self._backends: list[Backend] = []
+        self._batcher: DynamicBatcher | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def platform(self) -> str:
+        return self.source.platform
+
+    @property
+    def ready(self) -> bool:
+        return self.state is VersionState.READY
+
+    @property
+    def queue_depth(self) -> int:
+        return self._batcher.queue_depth if self._batcher else 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._batcher.in_flight if self._batcher else 0
+
+    def describe(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    async def load(self, loader: BackendLoader) -> None:
+        """Load every instance, warm each up, then start the batcher; ends READY or FAILED."""
+        started = time.perf_counter()
+        try:
+            for placement in self.placements:
+                backend = await asyncio.to_thread(loader, self.source, self.spec, placement)
+                self._backends.append(backend)
+                log.info("%s: instance on %s loaded from %s", self.describe(), placement.device, self.source.model_file)
+            self.state = VersionState.WARMING
+            for backend in self._backends:
+                await asyncio.to_thread(self._warm_up, backend)
+            self._batcher = DynamicBatcher(self._backends, batching_policy(self.spec), observer=_StatsObserver(self.stats))
+            await self._batcher.start()
+        except Exception as exc:  # any failure, including the framework's own, fails this version only
+            self._fail(exc)
+            return
+        self.load_seconds = time.perf_counter() - started
+        self.state = VersionState.READY
+        devices = ", ".join(p.device for p in self.placements)
+        log.info("%s: READY on [%s] (%s) in %.2fs", self.describe(), devices, self.platform, self.load_seconds)
+
+    def _fail(self, exc: Exception) -> None:
+        self.state = VersionState.FAILED
+        self.reason = str(exc) if isinstance(exc, ServingError) else f"{type(exc).__name__}: {exc}"
+        log.error("%s: FAILED: %s", self.describe(), self.reason)
+        self._close_backends()
+
+    def _warm_up(self, backend: Backend) -> None:
+        inputs = {t.name: _zeros(t, self.spec.max_batch_size > 0) for t in self.spec.inputs}
+        result = backend.infer(inputs)
+        missing = [t.name for t in self.spec.outputs if t.name not in result.outputs]
+        if missing:
+            raise ModelConfigError(
+                f"{self.source.model_file}: warm-up produced outputs {sorted(result.outputs)}, "
+                f"but config.pbtxt declares {missing}"
+            )
+
+    async def infer(self, request: InferenceRequest, deadline: float | None, timeout_s: float | None) -> dict[str, Array]:
+        """Run one validated request through the batcher; records statistics either way."""
+        batcher = self._batcher
+        if batcher is None or self.state is not VersionState.READY:
+            raise Unavailable(f"model '{self.name}' version {self.version} is not ready ({self.state.value})")
+        started = time.perf_counter_ns()
+        try:
+            result = await batcher.infer(request.inputs, deadline=deadline, timeout_s=timeout_s)
+        except BaseException:
+            self.stats.request_failed(time.perf_counter_ns() - started)
+            raise
+        self.stats.request_succeeded(time.perf_counter_ns() - started, result.queue_ns, result.timings)
+        wanted = request.requested_outputs
+        return {k: v for k, v in result.outputs.items() if not wanted or k in wanted}
+
+    async def drain_and_unload(self) -> None:
+        """Stop taking requests, let every queued and running one finish, then release the model."""
+        if self.state in (VersionState.UNLOADED, VersionState.FAILED):
+            return
+        self.state = VersionState.DRAINING
+        log.info("%s: DRAINING (%d queued, %d running)", self.describe(), self.queue_depth, self.in_flight)
+        if self._batcher is not None:
+            await self._batcher.close()
+        self._close_backends()
+        self.state = VersionState.UNLOADED
+        log.info("%s: UNLOADED", self.describe())
+
+    def _close_backends(self) -> None:
+        for backend in self._backends:
+            try:
+                backend.close()
+            except Exception:  # closing must not stop the others from closing
+                log.exception("%s: closing an instance failed", self.describe())
+        self._backends.clear()
+
+
+def _zeros(tensor: TensorSpec, batching: bool) -> Array:
+    shape = ((1,) if batching else ()) + tuple(1 if d == -1 else d for d in tensor.dims)
+    if tensor.datatype == "BYTES":
+        array: Any = np.empty(shape, dtype=object)
+        array.fill(b"")
+        return np.asarray(array)
+    return np.zeros(shape, dtype=tensor.dtype)

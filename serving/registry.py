@@ -1,0 +1,205 @@
+"""The registry owns which model versions are loaded and their lifecycle; it never serves requests.
+
+Loading follows the hot-swap order: a new or changed version loads and warms up while the versions
+already serving keep serving; only once it is READY does it replace the old one, which then drains
+(every queued and running request completes) and unloads. A version that fails never takes traffic
+and leaves whatever was serving in place; its failure stays visible in `index()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from serving.backends.base import Backend, Placement
+from serving.errors import ModelConfigError, NotFound, Unavailable
+from serving.model_version import ModelVersion, VersionState
+from serving.repository import ModelRepository, ModelSpec, VersionSource, select_versions, version_source
+
+log = logging.getLogger("serving.lifecycle")
+
+BackendLoader = Callable[[VersionSource, ModelSpec, Placement], Backend]
+PlacementPlanner = Callable[[ModelSpec], list[Placement]]
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+@dataclass
+class Model:
+    name: str
+    spec: ModelSpec | None = None
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+    failures: dict[int, str] = field(default_factory=dict)  # version → why its latest load failed
+    error: str = ""  # why the model as a whole could not be read (bad config.pbtxt)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def ready_versions(self) -> list[ModelVersion]:
+        return [v for _, v in sorted(self.versions.items()) if v.ready]
+
+
+class ModelRegistry:
+    def __init__(self, repository: ModelRepository, loader: BackendLoader, planner: PlacementPlanner) -> None:
+        self.repository = repository
+        self._loader = loader
+        self._planner = planner
+        self._models: dict[str, Model] = {}
+
+    # ---- lookups -------------------------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        return sorted(self._models)
+
+    def model(self, name: str) -> Model:
+        model = self._models.get(name)
+        if model is None:
+            raise NotFound(f"unknown model '{name}'")
+        return model
+
+    def resolve(self, name: str, version: str = "") -> ModelVersion:
+        """The version that serves a request naming `version` ("" = the model's default: its highest READY)."""
+        model = self.model(name)
+        if not version:
+            ready = model.ready_versions()
+            if not ready:
+                why = f": {model.error}" if model.error else ""
+                raise Unavailable(f"model '{name}' has no ready version{why}")
+            return ready[-1]
+        if not version.isdigit() or int(version) not in model.versions:
+            known = sorted(model.versions)
+            raise NotFound(f"model '{name}' has no version '{version}' (loaded versions: {known})")
+        found = model.versions[int(version)]
+        if not found.ready:
+            raise Unavailable(f"model '{name}' version {version} is not ready ({found.state.value})")
+        return found
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.resolve(name, version)
+        except (NotFound, Unavailable):
+            return False
+        return True
+
+    def index(self) -> list[IndexEntry]:
+        """Every model of the repository and every version the registry knows, with its state."""
+        entries: list[IndexEntry] = []
+        names = set(self._models)
+        try:
+            names.update(self.repository.model_names())
+        except ModelConfigError as exc:
+            log.warning("%s", exc)
+        for name in sorted(names):
+            model = self._models.get(name)
+            if model is None:
+                entries.append(IndexEntry(name, "", "UNAVAILABLE", "not loaded"))
+                continue
+            if model.error:
+                entries.append(IndexEntry(name, "", VersionState.FAILED.value, model.error))
+            for number, version in sorted(model.versions.items()):
+                entries.append(IndexEntry(name, str(number), version.state.value, version.reason))
+            for number, reason in sorted(model.failures.items()):
+                if number not in model.versions:
+                    entries.append(IndexEntry(name, str(number), VersionState.FAILED.value, reason))
+        return entries
+
+    def all_versions(self) -> list[ModelVersion]:
+        return [v for m in self._models.values() for v in m.versions.values()]
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    async def load_all(self) -> None:
+        """Load every model of the repository; one model's failure never stops the others."""
+        names = self.repository.model_names()
+        results = await asyncio.gather(*(self.load(name) for name in names), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, ModelConfigError):
+                raise result
+
+    async def load(self, name: str) -> None:
+        """(Re)read `name` from the repository and apply its version policy, hot-swapping changes."""
+        model = self._models.setdefault(name, Model(name))
+        async with model.lock:
+            try:
+                spec = self.repository.read(name)
+                available = self._available_versions(spec)
+            except ModelConfigError as exc:
+                model.error = str(exc)
+                log.error("model '%s' not loaded: %s", name, exc)
+                if not model.versions:
+                    raise
+                return
+            model.error = ""
+            wanted = select_versions(spec.config.version_policy, available)
+            retired = await self._load_versions(model, spec, wanted)
+            model.spec = spec
+            stale = [v for n, v in model.versions.items() if n not in wanted]
+            for version in stale:
+                del model.versions[version.version]
+            model.failures = {n: r for n, r in model.failures.items() if n in wanted}
+            failures = [f"version {n}: {model.failures[n]}" for n in wanted if n in model.failures]
+        await asyncio.gather(*(v.drain_and_unload() for v in retired + stale))
+        if failures:
+            raise ModelConfigError(f"model '{name}': " + "; ".join(failures))
+
+    @staticmethod
+    def _available_versions(spec: ModelSpec) -> list[int]:
+        return sorted(int(p.name) for p in spec.path.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+
+    async def _load_versions(self, model: Model, spec: ModelSpec, wanted: list[int]) -> list[ModelVersion]:
+        """Load the wanted versions that are new or changed; returns the old versions they replaced."""
+        changed = [n for n in wanted if not self._unchanged(model.versions.get(n), spec)]
+        fresh = await asyncio.gather(*(self._load_version(model, spec, n) for n in changed))
+        retired: list[ModelVersion] = []
+        for number, version in zip(changed, fresh, strict=True):
+            if version is None:
+                continue
+            old = model.versions.get(number)
+            model.versions[number] = version  # the switch: new requests now reach the new version
+            model.failures.pop(number, None)
+            if old is not None:
+                retired.append(old)
+        return retired
+
+    @staticmethod
+    def _unchanged(current: ModelVersion | None, spec: ModelSpec) -> bool:
+        if current is None or not current.ready:
+            return False
+        try:
+            same_file = current.source.model_file.stat().st_mtime_ns == current.file_mtime_ns
+        except OSError:
+            return False
+        return same_file and current.spec.config == spec.config
+
+    async def _load_version(self, model: Model, spec: ModelSpec, number: int) -> ModelVersion | None:
+        try:
+            source = version_source(spec, number)
+            placements = self._planner(spec)
+        except ModelConfigError as exc:
+            model.failures[number] = str(exc)
+            log.error("model '%s' version %d FAILED: %s", model.name, number, exc)
+            return None
+        version = ModelVersion(spec, source, placements)
+        await version.load(self._loader)
+        if version.state is not VersionState.READY:
+            model.failures[number] = version.reason
+            return None
+        return version
+
+    async def unload(self, name: str) -> None:
+        """Drain and unload every version of `name`."""
+        model = self.model(name)
+        async with model.lock:
+            versions = list(model.versions.values())
+            model.versions.clear()
+            self._models.pop(name, None)
+        await asyncio.gather(*(v.drain_and_unload() for v in versions))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self.unload(name) for name in list(self._models)))

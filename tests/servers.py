@@ -1,0 +1,68 @@
+"""Start the real server as a subprocess on loopback and wait until it says it is ready.
+
+The server runs in its own process, as it does in production: its port comes from the `ready` log
+line (it binds port 0), its log is kept in a file that failures print.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+READY = re.compile(r"ready grpc=(\S+):(\d+) metrics=(\S+)")
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    grpc_address: str
+    metrics_address: str | None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.metrics_address}/metrics"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(repository: Path, log_path: Path, *extra: str, timeout: float = 180.0) -> ServerProcess:
+    args = [
+        sys.executable, "-m", "serving", "serve",
+        "--model-repository", str(repository),
+        "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0",
+        *extra,
+    ]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log_path.read_text(errors="replace")
+        match = READY.search(text)
+        if match:
+            metrics = None if match.group(3) == "off" else match.group(3)
+            return ServerProcess(process, log_path, f"{match.group(1)}:{match.group(2)}", metrics)
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{text}")
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"server not ready after {timeout}s:\n{log_path.read_text(errors='replace')}")
