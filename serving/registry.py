@@ -21,7 +21,7 @@ from serving.repository import ModelRepository, ModelSpec, VersionSource, select
 log = logging.getLogger("serving.lifecycle")
 
 BackendLoader = Callable[[VersionSource, ModelSpec, Placement], Backend]
-PlacementPlanner = Callable[[ModelSpec], list[Placement]]
+PlacementPlanner = Callable[[ModelSpec, VersionSource], list[Placement]]
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,16 @@ class ModelRegistry:
     def model(self, name: str) -> Model:
         model = self._models.get(name)
         if model is None:
+            if name in self._repository_names():
+                raise Unavailable(f"model '{name}' is not loaded")
             raise NotFound(f"unknown model '{name}'")
         return model
+
+    def _repository_names(self) -> list[str]:
+        try:
+            return self.repository.model_names()
+        except ModelConfigError:
+            return []
 
     def resolve(self, name: str, version: str = "") -> ModelVersion:
         """The version that serves a request naming `version` ("" = the model's default: its highest READY)."""
@@ -180,7 +188,7 @@ class ModelRegistry:
     async def _load_version(self, model: Model, spec: ModelSpec, number: int) -> ModelVersion | None:
         try:
             source = version_source(spec, number)
-            placements = self._planner(spec)
+            placements = self._planner(spec, source)
         except ModelConfigError as exc:
             model.failures[number] = str(exc)
             log.error("model '%s' version %d FAILED: %s", model.name, number, exc)

@@ -17,7 +17,7 @@ from prometheus_client.process_collector import ProcessCollector
 from serving.api.inference_servicer import InferenceServicer
 from serving.backends.base import Backend, Placement
 from serving.backends.devices import DeviceInventory, detect_inventory, plan_placements
-from serving.backends.loader import create_backend
+from serving.backends.loader import create_backend, gpu_capable
 from serving.config import ServerSettings
 from serving.dataplane import DataPlane
 from serving.proto import inference_pb2_grpc
@@ -53,10 +53,11 @@ class ServingServer:
         self.ports = BoundPorts(grpc=0, metrics=None)
         self._metrics_http: object | None = None
 
-    def _plan(self, spec: ModelSpec) -> list[Placement]:
+    def _plan(self, spec: ModelSpec, source: VersionSource) -> list[Placement]:
+        capable = gpu_capable(source.platform, self.inventory)
         placements: list[Placement] = []
         for group in spec.instance_groups:
-            placements += plan_placements(group.kind, group.count, group.gpus, self.inventory)
+            placements += plan_placements(group.kind, group.count, group.gpus, self.inventory, gpu_capable=capable)
         return placements
 
     def _load_backend(self, source: VersionSource, spec: ModelSpec, placement: Placement) -> Backend:

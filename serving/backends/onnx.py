@@ -1,0 +1,195 @@
+"""The onnxruntime backend: one InferenceSession per model instance.
+
+On a 'cuda:N' placement the session gets [CUDAExecutionProvider(device_id=N), CPUExecutionProvider] (nodes
+the CUDA EP lacks run on the CPU EP) and `infer` goes through IOBinding: inputs are copied to device N
+as OrtValues (input stage), the session runs with outputs bound on the device (infer stage), and
+outputs are copied back (output stage). On the CPU the session simply runs on the host arrays.
+
+Parameters (config.pbtxt `parameters`, all strings):
+    cpu_threads                 intra-op threads of the session (default: onnxruntime's choice)
+    cudnn_conv_algo_search, gpu_mem_limit, arena_extend_strategy, cudnn_conv_use_max_workspace,
+    do_copy_in_default_stream   passed through to the CUDA execution provider on a GPU placement
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import onnxruntime as ort
+
+from serving.backends.base import BatchResult, ComputeTimings, Placement
+from serving.backends.devices import DeviceInventory, gpu_index
+from serving.errors import ModelConfigError, Unavailable
+from serving.types import Array, TensorMap
+
+logger = logging.getLogger("serving.backends")
+
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER_OPTIONS = (
+    "cudnn_conv_algo_search",
+    "gpu_mem_limit",
+    "arena_extend_strategy",
+    "cudnn_conv_use_max_workspace",
+    "do_copy_in_default_stream",
+)
+
+ProviderSpec = str | tuple[str, dict[str, int | str]]
+
+# onnxruntime's NodeArg.type for tensors → KServe v2 datatype.
+_ORT_TO_V2 = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(bfloat16)": "BF16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+
+class TensorSpec(NamedTuple):
+    """An input or output as the model file declares it."""
+
+    name: str
+    datatype: str  # KServe v2 name ("FP32"); onnxruntime's own type string for non-tensors
+    shape: tuple[int, ...]  # -1 for a dynamic dimension
+
+
+def ort_providers(
+    placement: Placement, inventory: DeviceInventory, parameters: Mapping[str, str]
+) -> list[ProviderSpec]:
+    """The provider list for a session on `placement`; a GPU placement without the CUDA EP is an error."""
+    if not placement.is_gpu:
+        return [CPU_PROVIDER]
+    if not inventory.ort_has_cuda:
+        raise ModelConfigError(
+            f"placement {placement.device} needs onnxruntime's {CUDA_PROVIDER}, but the available "
+            f"providers are {list(inventory.ort_providers)} (install onnxruntime-gpu or use KIND_CPU)"
+        )
+    options: dict[str, int | str] = {"device_id": gpu_index(placement)}
+    options.update({key: parameters[key] for key in CUDA_PROVIDER_OPTIONS if key in parameters})
+    return [(CUDA_PROVIDER, options), CPU_PROVIDER]
+
+
+def session_options(model_file: Path, parameters: Mapping[str, str]) -> Any:
+    """SessionOptions: every graph optimisation, and `cpu_threads` intra-op threads when given."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if "cpu_threads" in parameters:
+        options.intra_op_num_threads = _positive_int(model_file, "cpu_threads", parameters["cpu_threads"])
+    return options
+
+
+def _positive_int(model_file: Path, key: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ModelConfigError(f"{model_file}: parameter {key} must be a positive integer, got {value!r}")
+    return number
+
+
+def _spec(arg: Any) -> TensorSpec:
+    shape = tuple(dim if isinstance(dim, int) and dim >= 0 else -1 for dim in (arg.shape or ()))
+    return TensorSpec(str(arg.name), _ORT_TO_V2.get(arg.type, str(arg.type)), shape)
+
+
+class OnnxBackend:
+    """One onnxruntime session on one device."""
+
+    placement: Placement
+
+    def __init__(
+        self,
+        model_file: Path,
+        placement: Placement,
+        parameters: Mapping[str, str],
+        inventory: DeviceInventory,
+    ) -> None:
+        self.placement = placement
+        self._model_file = model_file
+        providers = ort_providers(placement, inventory, parameters)
+        self._session: Any = self._open(model_file, session_options(model_file, parameters), providers)
+        self._inputs = [_spec(arg) for arg in self._session.get_inputs()]
+        self._outputs = [_spec(arg) for arg in self._session.get_outputs()]
+        self._device_id = gpu_index(placement) if placement.is_gpu else 0
+
+    def _open(self, model_file: Path, options: Any, providers: list[ProviderSpec]) -> Any:
+        if not model_file.is_file():
+            raise ModelConfigError(f"{model_file}: model file not found")
+        try:
+            session = ort.InferenceSession(str(model_file), sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Exception subclasses (InvalidProtobuf, …)
+            raise ModelConfigError(f"{model_file}: onnxruntime cannot load the model: {exc}") from exc
+        actual = list(session.get_providers())
+        logger.info("%s on %s: onnxruntime providers %s", model_file, self.placement.device, actual)
+        if self.placement.is_gpu and CUDA_PROVIDER not in actual:
+            # onnxruntime falls back to the CPU silently when CUDA libraries fail to load; a GPU
+            # placement that runs on the CPU would mislead capacity planning, so refuse it.
+            raise ModelConfigError(
+                f"{model_file}: {CUDA_PROVIDER} failed to initialise on {self.placement.device}; "
+                f"the session got only {actual} (see onnxruntime's log for the CUDA/cuDNN error)"
+            )
+        return session
+
+    def input_specs(self) -> list[TensorSpec]:
+        return list(self._inputs)
+
+    def output_specs(self) -> list[TensorSpec]:
+        return list(self._outputs)
+
+    def infer(self, inputs: TensorMap) -> BatchResult:
+        session = self._session
+        if session is None:
+            raise Unavailable(f"{self._model_file} on {self.placement.device} is closed")
+        feeds = {spec.name: inputs[spec.name] for spec in self._inputs if spec.name in inputs}
+        if self.placement.is_gpu:
+            return self._infer_bound(session, feeds)
+        start = time.perf_counter_ns()
+        values = session.run(None, feeds)
+        end = time.perf_counter_ns()
+        outputs = {spec.name: value for spec, value in zip(self._outputs, values, strict=True)}
+        return BatchResult(outputs, ComputeTimings(input_ns=0, infer_ns=end - start, output_ns=0))
+
+    def _infer_bound(self, session: Any, feeds: dict[str, Array]) -> BatchResult:
+        """IOBinding on the GPU: copy in, run with outputs left on the device, copy out."""
+        start = time.perf_counter_ns()
+        binding = session.io_binding()
+        for name, array in feeds.items():
+            self._bind_input(binding, name, array)
+        binding.synchronize_inputs()
+        for spec in self._outputs:
+            device = "cpu" if spec.datatype == "BYTES" else "cuda"  # string tensors live on the host
+            binding.bind_output(spec.name, device, self._device_id)
+        bound = time.perf_counter_ns()
+        session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        ran = time.perf_counter_ns()
+        values = binding.copy_outputs_to_cpu()  # in binding order, i.e. the session's output order
+        end = time.perf_counter_ns()
+        outputs = {spec.name: value for spec, value in zip(self._outputs, values, strict=True)}
+        return BatchResult(outputs, ComputeTimings(bound - start, ran - bound, end - ran))
+
+    def _bind_input(self, binding: Any, name: str, array: Array) -> None:
+        if array.dtype.kind in ("O", "S", "U"):
+            binding.bind_cpu_input(name, array)  # string tensors live on the host
+            return
+        value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", self._device_id)
+        binding.bind_ortvalue_input(name, value)
+
+    def close(self) -> None:
+        self._session = None  # onnxruntime frees the session and its device memory with the last reference

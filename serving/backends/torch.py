@@ -1,0 +1,247 @@
+"""The PyTorch backend: a TorchScript `.pt` or a torch.export `.pt2` module on the CPU or one GPU.
+
+The model is called positionally with the inputs in config order and may return a tensor, a tuple or
+list (mapped to the config's outputs in order) or a dict (by output name). Outputs are cast to the
+config's datatypes on the way out.
+
+On 'cuda:N' each instance runs on its own CUDA stream (so several instances on one GPU overlap), with
+inputs staged through pinned host memory; the three compute stages are timed after synchronising
+that stream, so another instance's work never counts against this one. CUDA graphs are a later step.
+
+Parameters (config.pbtxt `parameters`, all strings):
+    precision         fp32 (default) | fp16 | bf16: on a GPU the module and its floating inputs are
+                      converted; on the CPU fp16/bf16 are ignored (slow or missing kernels) and logged
+    cudnn_benchmark   true | false (default): sets torch.backends.cudnn.benchmark on a GPU placement;
+                      this flag is process-wide in torch, so it holds for every model in the process
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.export.passes import move_to_device_pass
+
+from serving.backends.base import BatchResult, ComputeTimings, Placement
+from serving.backends.devices import DeviceInventory, gpu_index
+from serving.errors import ModelConfigError, ModelExecutionError, Unavailable
+from serving.types import Array, TensorMap
+
+logger = logging.getLogger("serving.backends")
+
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+_NUMPY_TO_TORCH: dict[np.dtype[Any], torch.dtype] = {
+    np.dtype(np.bool_): torch.bool,
+    np.dtype(np.uint8): torch.uint8,
+    np.dtype(np.uint16): torch.uint16,
+    np.dtype(np.uint32): torch.uint32,
+    np.dtype(np.uint64): torch.uint64,
+    np.dtype(np.int8): torch.int8,
+    np.dtype(np.int16): torch.int16,
+    np.dtype(np.int32): torch.int32,
+    np.dtype(np.int64): torch.int64,
+    np.dtype(np.float16): torch.float16,
+    np.dtype(np.float32): torch.float32,
+    np.dtype(np.float64): torch.float64,
+}
+
+
+def torch_dtype(model_file: Path, name: str, dtype: np.dtype[Any]) -> torch.dtype:
+    """The torch dtype of a config datatype; BYTES and other non-numeric types are config errors."""
+    try:
+        return _NUMPY_TO_TORCH[np.dtype(dtype)]
+    except KeyError:
+        raise ModelConfigError(
+            f"{model_file}: tensor {name!r} has datatype {dtype}, which torch cannot hold"
+        ) from None
+
+
+def torch_device(model_file: Path, placement: Placement, inventory: DeviceInventory) -> torch.device:
+    if not placement.is_gpu:
+        return torch.device("cpu")
+    index = gpu_index(placement)
+    if index >= inventory.gpu_count:
+        raise ModelConfigError(
+            f"{model_file}: placement {placement.device} but {inventory.gpu_count} GPU(s) are visible"
+        )
+    return torch.device("cuda", index)
+
+
+def compute_dtype(
+    model_file: Path, parameters: Mapping[str, str], device: torch.device
+) -> torch.dtype | None:
+    """The dtype the module runs in when it is not fp32, or None to leave the module as saved."""
+    precision = parameters.get("precision", "fp32").lower()
+    if precision not in PRECISIONS:
+        raise ModelConfigError(
+            f"{model_file}: parameter precision must be one of {sorted(PRECISIONS)}, got {precision!r}"
+        )
+    if precision == "fp32":
+        return None
+    if device.type != "cuda":
+        logger.info("%s: precision %s ignored on the CPU; running fp32", model_file, precision)
+        return None
+    return PRECISIONS[precision]
+
+
+def cudnn_benchmark(model_file: Path, parameters: Mapping[str, str], device: torch.device) -> bool:
+    """Whether to turn torch.backends.cudnn.benchmark on for this model (GPU placements only)."""
+    value = parameters.get("cudnn_benchmark", "false").lower()
+    if value not in ("true", "false"):
+        raise ModelConfigError(
+            f"{model_file}: parameter cudnn_benchmark must be true or false, got {value!r}"
+        )
+    if value == "true" and device.type != "cuda":
+        logger.info("%s: cudnn_benchmark ignored on the CPU", model_file)
+        return False
+    return value == "true"
+
+
+def load_module(model_file: Path, device: torch.device) -> torch.nn.Module:
+    """Load `.pt` with torch.jit.load or `.pt2` with torch.export.load, on `device`."""
+    if not model_file.is_file():
+        raise ModelConfigError(f"{model_file}: model file not found")
+    try:
+        if model_file.suffix == ".pt2":
+            program = torch.export.load(model_file)
+            return move_to_device_pass(program, device).module()
+        module: torch.nn.Module = torch.jit.load(str(model_file), map_location=device)  # type: ignore[no-untyped-call]
+        module.eval()  # exported modules are already in the mode they were exported in (and refuse eval())
+        return module
+    except Exception as exc:
+        raise ModelConfigError(f"{model_file}: torch cannot load the model: {exc}") from exc
+
+
+class TorchBackend:
+    """One torch module on one device."""
+
+    placement: Placement
+
+    def __init__(
+        self,
+        model_file: Path,
+        placement: Placement,
+        parameters: Mapping[str, str],
+        inventory: DeviceInventory,
+        input_names: Sequence[str],
+        output_names: Sequence[str],
+        output_dtypes: Mapping[str, np.dtype[Any]],
+    ) -> None:
+        self.placement = placement
+        self._model_file = model_file
+        self._input_names = list(input_names)
+        self._output_names = list(output_names)
+        self._output_dtypes = _output_dtypes(model_file, self._output_names, output_dtypes)
+        self._device = torch_device(model_file, placement, inventory)
+        self._half = compute_dtype(model_file, parameters, self._device)
+        module = load_module(model_file, self._device)
+        self._module: torch.nn.Module | None = module if self._half is None else module.to(self._half)
+        self._stream = self._cuda_setup(parameters)
+
+    def _cuda_setup(self, parameters: Mapping[str, str]) -> torch.cuda.Stream | None:
+        """On a GPU: the instance's own stream, and cudnn.benchmark when asked for; None on the CPU."""
+        benchmark = cudnn_benchmark(self._model_file, parameters, self._device)
+        if self._device.type != "cuda":
+            return None
+        if benchmark:
+            torch.backends.cudnn.benchmark = True
+        return torch.cuda.Stream(self._device)  # type: ignore[no-untyped-call]
+
+    def infer(self, inputs: TensorMap) -> BatchResult:
+        module, stream = self._module, self._stream  # locals: close() may run while a batch is in flight
+        if module is None:
+            raise Unavailable(f"{self._model_file} on {self.placement.device} is closed")
+        arrays = {name: self._input(inputs, name) for name in self._input_names}
+        if stream is None:
+            with torch.inference_mode():
+                return self._run(module, arrays, lambda: None)
+        with torch.cuda.device(self._device), torch.cuda.stream(stream), torch.inference_mode():
+            return self._run(module, arrays, stream.synchronize)
+
+    def _input(self, inputs: TensorMap, name: str) -> Array:
+        try:
+            return inputs[name]
+        except KeyError:
+            raise ModelExecutionError(f"{self._model_file}: batch lacks input {name!r}") from None
+
+    def _run(
+        self, module: torch.nn.Module, arrays: dict[str, Array], sync: Callable[[], None]
+    ) -> BatchResult:
+        """The three stages, each timed after `sync` (the instance's CUDA stream; nothing on the CPU)."""
+        start = time.perf_counter_ns()
+        tensors = [self._to_device(name, array) for name, array in arrays.items()]
+        sync()
+        moved = time.perf_counter_ns()
+        result = module(*tensors)
+        sync()
+        ran = time.perf_counter_ns()
+        outputs = {name: self._to_host(name, tensor) for name, tensor in self._named(result).items()}
+        end = time.perf_counter_ns()
+        return BatchResult(outputs, ComputeTimings(moved - start, ran - moved, end - ran))
+
+    def _to_device(self, name: str, array: Array) -> torch.Tensor:
+        if self._device.type != "cuda":
+            host = torch.from_numpy(_writable_contiguous(array))
+        else:
+            # Stage through pinned memory (torch caches pinned blocks): one host copy, then an async DMA.
+            dtype = torch_dtype(self._model_file, name, array.dtype)
+            host = torch.empty(array.shape, dtype=dtype, pin_memory=True)
+            host.numpy()[...] = array
+        tensor = host.to(self._device, non_blocking=True)
+        if self._half is not None and tensor.is_floating_point():
+            tensor = tensor.to(self._half)
+        return tensor
+
+    def _named(self, result: Any) -> dict[str, torch.Tensor]:
+        names = self._output_names
+        if isinstance(result, torch.Tensor):
+            values: list[Any] = [result]
+        elif isinstance(result, Mapping):
+            missing = [name for name in names if name not in result]
+            if missing:
+                raise ModelExecutionError(
+                    f"{self._model_file}: model returned no {missing}; it returned {sorted(result)}"
+                )
+            values = [result[name] for name in names]
+        elif isinstance(result, (tuple, list)):
+            values = list(result)
+        else:
+            raise ModelExecutionError(f"{self._model_file}: model returned a {type(result).__name__}")
+        if len(values) != len(names) or not all(isinstance(value, torch.Tensor) for value in values):
+            raise ModelExecutionError(
+                f"{self._model_file}: model returned {len(values)} value(s) but the config declares "
+                f"outputs {names}"
+            )
+        return dict(zip(names, values, strict=True))
+
+    def _to_host(self, name: str, tensor: torch.Tensor) -> Array:
+        # Cast where the tensor is (the GPU is fast at it), then copy to the host (blocking).
+        host = tensor.to(dtype=self._output_dtypes[name]).cpu()
+        return host.numpy()
+
+    def close(self) -> None:
+        self._module = None
+        self._stream = None
+        # Device memory returns to torch's caching allocator; empty_cache would stall other instances.
+
+
+def _output_dtypes(
+    model_file: Path, names: Sequence[str], dtypes: Mapping[str, np.dtype[Any]]
+) -> dict[str, torch.dtype]:
+    missing = [name for name in names if name not in dtypes]
+    if missing:
+        raise ModelConfigError(f"{model_file}: no datatype given for outputs {missing}")
+    return {name: torch_dtype(model_file, name, dtypes[name]) for name in names}
+
+
+def _writable_contiguous(array: Array) -> Array:
+    """torch.from_numpy shares memory, but warns on read-only arrays (np.frombuffer over request bytes)."""
+    if array.flags.writeable and array.flags.c_contiguous:
+        return array
+    return np.array(array, order="C", copy=True)
