@@ -120,6 +120,7 @@ def build_models(repository: Path, force: bool) -> int:
     spec = importlib.util.spec_from_file_location("serving_models_build", script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses in the script look their module up here
     spec.loader.exec_module(module)
     started = time.perf_counter()
     module.build(repository, force=force)
