@@ -65,8 +65,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
         fresh = {p.name for p in Path(tmp).iterdir() if p.is_file()}
-        stale = [n for n in sorted(fresh) if not (OUT_DIR / n).exists()
-                 or not filecmp.cmp(Path(tmp) / n, OUT_DIR / n, shallow=False)]
+        stale = [
+            n
+            for n in sorted(fresh)
+            if not (OUT_DIR / n).exists() or not filecmp.cmp(Path(tmp) / n, OUT_DIR / n, shallow=False)
+        ]
         extra = [p.name for p in OUT_DIR.glob("*_pb2*") if p.name not in fresh]
     if stale or extra:
         print(f"serving/proto is stale: {stale + extra}; run python scripts/gen_protos.py", file=sys.stderr)

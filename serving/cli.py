@@ -27,18 +27,32 @@ def _env(name: str, default: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="serving", description="KServe v2 / Triton-compatible inference server")
+    parser = argparse.ArgumentParser(
+        prog="serving", description="KServe v2 / Triton-compatible inference server"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve a model repository over gRPC")
     serve.add_argument("--model-repository", type=Path, default=Path(_env("model_repository", "models")))
-    serve.add_argument("--host", default=_env("host", "127.0.0.1"), help="address to bind (container: 0.0.0.0)")
+    serve.add_argument(
+        "--host", default=_env("host", "127.0.0.1"), help="address to bind (container: 0.0.0.0)"
+    )
     serve.add_argument("--grpc-port", type=int, default=int(_env("grpc_port", 8001)))
-    serve.add_argument("--metrics-port", type=int, default=int(_env("metrics_port", 8002)), help="-1 disables /metrics")
-    serve.add_argument("--model-control-mode", choices=MODEL_CONTROL_MODES, default=_env("model_control_mode", "explicit"))
-    serve.add_argument("--load-model", action="append", default=[], help="explicit mode: load only these at start")
-    serve.add_argument("--max-message-bytes", type=int, default=int(_env("max_message_bytes", 64 * 1024 * 1024)))
-    serve.add_argument("--grace-period", type=float, default=float(_env("grace_period", 30.0)), help="seconds")
+    serve.add_argument(
+        "--metrics-port", type=int, default=int(_env("metrics_port", 8002)), help="-1 disables /metrics"
+    )
+    serve.add_argument(
+        "--model-control-mode", choices=MODEL_CONTROL_MODES, default=_env("model_control_mode", "explicit")
+    )
+    serve.add_argument(
+        "--load-model", action="append", default=[], help="explicit mode: load only these at start"
+    )
+    serve.add_argument(
+        "--max-message-bytes", type=int, default=int(_env("max_message_bytes", 64 * 1024 * 1024))
+    )
+    serve.add_argument(
+        "--grace-period", type=float, default=float(_env("grace_period", 30.0)), help="seconds"
+    )
     serve.add_argument("--log-format", choices=LOG_FORMATS, default=_env("log_format", "text"))
     serve.add_argument("--log-level", default=_env("log_level", "INFO"))
 

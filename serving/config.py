@@ -31,7 +31,9 @@ class ServerSettings:
             if port is not None and not 0 <= port <= 65535:
                 raise ValueError(f"{name}: {port} is not a port number")
         if self.model_control_mode not in MODEL_CONTROL_MODES:
-            raise ValueError(f"model_control_mode: '{self.model_control_mode}' is not one of {MODEL_CONTROL_MODES}")
+            raise ValueError(
+                f"model_control_mode: '{self.model_control_mode}' is not one of {MODEL_CONTROL_MODES}"
+            )
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format: '{self.log_format}' is not one of {LOG_FORMATS}")
         if self.max_message_bytes < 1024:

@@ -112,11 +112,18 @@ class ModelVersion:
             for placement in self.placements:
                 backend = await asyncio.to_thread(loader, self.source, self.spec, placement)
                 self._backends.append(backend)
-                log.info("%s: instance on %s loaded from %s", self.describe(), placement.device, self.source.model_file)
+                log.info(
+                    "%s: instance on %s loaded from %s",
+                    self.describe(),
+                    placement.device,
+                    self.source.model_file,
+                )
             self.state = VersionState.WARMING
             for backend in self._backends:
                 await asyncio.to_thread(self._warm_up, backend)
-            self._batcher = DynamicBatcher(self._backends, batching_policy(self.spec), observer=_StatsObserver(self.stats))
+            self._batcher = DynamicBatcher(
+                self._backends, batching_policy(self.spec), observer=_StatsObserver(self.stats)
+            )
             await self._batcher.start()
         except Exception as exc:  # any failure, including the framework's own, fails this version only
             self._fail(exc)
@@ -124,7 +131,9 @@ class ModelVersion:
         self.load_seconds = time.perf_counter() - started
         self.state = VersionState.READY
         devices = ", ".join(p.device for p in self.placements)
-        log.info("%s: READY on [%s] (%s) in %.2fs", self.describe(), devices, self.platform, self.load_seconds)
+        log.info(
+            "%s: READY on [%s] (%s) in %.2fs", self.describe(), devices, self.platform, self.load_seconds
+        )
 
     def _fail(self, exc: Exception) -> None:
         self.state = VersionState.FAILED
@@ -142,7 +151,9 @@ class ModelVersion:
                 f"but config.pbtxt declares {missing}"
             )
 
-    async def infer(self, request: InferenceRequest, deadline: float | None, timeout_s: float | None) -> dict[str, Array]:
+    async def infer(
+        self, request: InferenceRequest, deadline: float | None, timeout_s: float | None
+    ) -> dict[str, Array]:
         """Run one validated request through the batcher; records statistics either way."""
         batcher = self._batcher
         if batcher is None or self.state is not VersionState.READY:

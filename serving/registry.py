@@ -72,7 +72,7 @@ class ModelRegistry:
             return []
 
     def resolve(self, name: str, version: str = "") -> ModelVersion:
-        """The version that serves a request naming `version` ("" = the model's default: its highest READY)."""
+        """The version serving a request that names `version` ("" = the default: the highest READY)."""
         model = self.model(name)
         if not version:
             ready = model.ready_versions()
@@ -158,7 +158,9 @@ class ModelRegistry:
 
     @staticmethod
     def _available_versions(spec: ModelSpec) -> list[int]:
-        return sorted(int(p.name) for p in spec.path.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+        return sorted(
+            int(p.name) for p in spec.path.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0
+        )
 
     async def _load_versions(self, model: Model, spec: ModelSpec, wanted: list[int]) -> list[ModelVersion]:
         """Load the wanted versions that are new or changed; returns the old versions they replaced."""

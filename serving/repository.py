@@ -33,7 +33,11 @@ BACKEND_ALIASES: dict[str, str] = {
     "pytorch": "pytorch_libtorch",
     "torch_export": "torch_export",
 }
-SUFFIX_PLATFORMS: dict[str, str] = {".onnx": "onnxruntime_onnx", ".pt": "pytorch_libtorch", ".pt2": "torch_export"}
+SUFFIX_PLATFORMS: dict[str, str] = {
+    ".onnx": "onnxruntime_onnx",
+    ".pt": "pytorch_libtorch",
+    ".pt2": "torch_export",
+}
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,7 @@ def select_versions(policy: mc.ModelVersionPolicy, available: list[int]) -> list
         wanted = set(policy.specific.versions)
         return [v for v in available if v in wanted]
     count = policy.latest.num_versions if choice == "latest" else 1
-    return available[-max(count, 1):] if available else []
+    return available[-max(count, 1) :] if available else []
 
 
 def version_source(spec: ModelSpec, version: int) -> VersionSource:
@@ -214,7 +218,9 @@ def _platform(config: mc.ModelConfig, where: Path) -> str:
             raise ModelConfigError(f"{where}: platform '{platform}' contradicts backend '{config.backend}'")
         platform = alias
     if platform and platform not in MODEL_FILENAMES:
-        raise ModelConfigError(f"{where}: platform '{platform}' is not supported (use one of {sorted(MODEL_FILENAMES)})")
+        raise ModelConfigError(
+            f"{where}: platform '{platform}' is not supported (use one of {sorted(MODEL_FILENAMES)})"
+        )
     return platform
 
 
@@ -249,7 +255,9 @@ def _dynamic_batching(config: mc.ModelConfig, where: Path) -> DynamicBatchingSpe
         )
     policy = db.default_queue_policy
     if policy.timeout_action == mc.ModelQueuePolicy.DELAY:
-        raise ModelConfigError(f"{where}: dynamic_batching.default_queue_policy.timeout_action DELAY is not supported")
+        raise ModelConfigError(
+            f"{where}: dynamic_batching.default_queue_policy.timeout_action DELAY is not supported"
+        )
     timeout_us = policy.default_timeout_microseconds
     queue = QueuePolicySpec(
         max_queue_size=int(policy.max_queue_size),

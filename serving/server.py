@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, start_http_server
@@ -39,7 +40,9 @@ class ServingServer:
         self.inventory = inventory or detect_inventory()
         self.metrics_registry = CollectorRegistry()
         ProcessCollector(registry=self.metrics_registry)
-        self.registry = ModelRegistry(ModelRepository(settings.model_repository), self._load_backend, self._plan)
+        self.registry = ModelRegistry(
+            ModelRepository(settings.model_repository), self._load_backend, self._plan
+        )
         self.ready = asyncio.Event()
         self._grpc = grpc.aio.server(
             options=[
@@ -49,15 +52,17 @@ class ServingServer:
             ]
         )
         servicer = InferenceServicer(self.registry, DataPlane(self.registry), self.ready)
-        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._grpc)
+        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._grpc)  # type: ignore[no-untyped-call]
         self.ports = BoundPorts(grpc=0, metrics=None)
-        self._metrics_http: object | None = None
+        self._metrics_http: Any = None
 
     def _plan(self, spec: ModelSpec, source: VersionSource) -> list[Placement]:
         capable = gpu_capable(source.platform, self.inventory)
         placements: list[Placement] = []
         for group in spec.instance_groups:
-            placements += plan_placements(group.kind, group.count, group.gpus, self.inventory, gpu_capable=capable)
+            placements += plan_placements(
+                group.kind, group.count, group.gpus, self.inventory, gpu_capable=capable
+            )
         return placements
 
     def _load_backend(self, source: VersionSource, spec: ModelSpec, placement: Placement) -> Backend:
@@ -112,7 +117,7 @@ class ServingServer:
         await self._grpc.stop(grace)
         await self.registry.close()
         if self._metrics_http is not None:
-            shutdown = getattr(self._metrics_http, "shutdown")
+            shutdown = self._metrics_http.shutdown
             await asyncio.to_thread(shutdown)
         log.info("stopped")
 

@@ -13,14 +13,24 @@ import pytest
 from tests.servers import ROOT, ServerProcess, start_server
 
 MODELS = ROOT / "models"
-CUDART = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "nvidia" / "cuda_runtime" / "lib"
+CUDART = (
+    Path(sys.prefix)
+    / "lib"
+    / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    / "site-packages"
+    / "nvidia"
+    / "cuda_runtime"
+    / "lib"
+)
 
 
 @pytest.fixture(scope="session")
 def example_models() -> Path:
     """The example repository, built if needed (`serving models build` is idempotent)."""
     subprocess.run(
-        [sys.executable, "-m", "serving", "models", "build", "--model-repository", str(MODELS)], check=True, cwd=ROOT
+        [sys.executable, "-m", "serving", "models", "build", "--model-repository", str(MODELS)],
+        check=True,
+        cwd=ROOT,
     )
     return MODELS
 

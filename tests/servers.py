@@ -46,9 +46,18 @@ class ServerProcess:
 
 def start_server(repository: Path, log_path: Path, *extra: str, timeout: float = 180.0) -> ServerProcess:
     args = [
-        sys.executable, "-m", "serving", "serve",
-        "--model-repository", str(repository),
-        "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0",
+        sys.executable,
+        "-m",
+        "serving",
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--host",
+        "127.0.0.1",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
         *extra,
     ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")

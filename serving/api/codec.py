@@ -9,7 +9,7 @@ typed contents. BYTES elements are a 4-byte little-endian length followed by the
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -79,7 +79,9 @@ def _decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | N
     if tensor.datatype == "BYTES":
         items = _split_bytes(raw, where) if raw is not None else list(tensor.contents.bytes_contents)
         if len(items) != count:
-            raise InvalidInput(f"{where}: {len(items)} BYTES elements for shape {list(shape)} ({count} expected)")
+            raise InvalidInput(
+                f"{where}: {len(items)} BYTES elements for shape {list(shape)} ({count} expected)"
+            )
         array = np.empty(count, dtype=object)
         array[:] = items
         return array.reshape(shape)
@@ -96,7 +98,9 @@ def _decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | N
         raise InvalidInput(f"{where}: datatype {tensor.datatype} can only be sent as raw_input_contents")
     values: Sequence[Any] = getattr(tensor.contents, field)
     if len(values) != count:
-        raise InvalidInput(f"{where}: {len(values)} values in contents for shape {list(shape)} ({count} expected)")
+        raise InvalidInput(
+            f"{where}: {len(values)} values in contents for shape {list(shape)} ({count} expected)"
+        )
     return np.asarray(values, dtype=dtype).reshape(shape)
 
 
@@ -139,15 +143,6 @@ def encode_response(response: InferenceResponse, datatypes: Mapping[str, str]) -
             data = np.ascontiguousarray(array, dtype=V2_TO_NUMPY[datatype])
             reply.raw_output_contents.append(data.tobytes())
     return reply
-
-
-def encode_tensor_metadata(
-    target: Iterable[Any], name: str, datatype: str, shape: Sequence[int]
-) -> None:
-    """Append one TensorMetadata to a repeated field (ModelMetadataResponse inputs/outputs)."""
-    add = getattr(target, "add")
-    entry = add(name=name, datatype=datatype)
-    entry.shape.extend(shape)
 
 
 def build_infer_request(

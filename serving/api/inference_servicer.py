@@ -36,15 +36,21 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     # ---- health and metadata ------------------------------------------------------------------
 
     @grpc_errors
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
     @grpc_errors
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self._ready.is_set())
 
     @grpc_errors
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=self._registry.is_ready(request.name, request.version))
 
     @grpc_errors
@@ -73,14 +79,18 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         return reply
 
     @grpc_errors
-    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
         version = self._registry.resolve(request.name, request.version)
         return pb.ModelConfigResponse(config=effective_config(version))
 
     # ---- inference ----------------------------------------------------------------------------
 
     @grpc_errors
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
         return await self._infer(request, _deadline(context))
 
     async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
@@ -97,7 +107,9 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
 
         async def run(request: pb.ModelInferRequest) -> None:
             try:
-                reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request, _deadline(context)))
+                reply = pb.ModelStreamInferResponse(
+                    infer_response=await self._infer(request, _deadline(context))
+                )
             except Exception as exc:
                 reply = pb.ModelStreamInferResponse(
                     error_message=message_of(exc), infer_response=pb.ModelInferResponse(id=request.id)

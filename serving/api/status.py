@@ -28,7 +28,7 @@ CODES: dict[type[errors.ServingError], grpc.StatusCode] = {
 
 def status_of(exc: BaseException) -> grpc.StatusCode:
     for cls in type(exc).__mro__:
-        code = CODES.get(cls)  # type: ignore[call-overload]
+        code = CODES.get(cls)
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL

@@ -38,13 +38,21 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A version whose model file is corrupt, and a model whose config is invalid.
     write_add_repository(root, "broken", versions=(1, 2))
     (root / "broken" / "2" / "model.onnx").write_bytes(b"not an onnx file")
-    write_add_repository(root, "badconfig", config=add_model_config("badconfig", width=4).replace("dims: [ 4 ] } ]\noutput", "dims: [ 0 ] } ]\noutput"))
+    write_add_repository(
+        root,
+        "badconfig",
+        config=add_model_config("badconfig", width=4).replace(
+            "dims: [ 4 ] } ]\noutput", "dims: [ 0 ] } ]\noutput"
+        ),
+    )
     return root
 
 
 @pytest.fixture(scope="module")
 def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = start_server(repo, tmp_path_factory.mktemp("errors") / "server.log", "--max-message-bytes", "65536")
+    process = start_server(
+        repo, tmp_path_factory.mktemp("errors") / "server.log", "--max-message-bytes", "65536"
+    )
     yield process
     assert process.stop() == 0, process.log()[-3000:]
 
@@ -82,7 +90,9 @@ def assert_still_serving(client: grpcclient.InferenceServerClient) -> None:
 def test_unknown_model_and_version(client: grpcclient.InferenceServerClient) -> None:
     x = np.zeros((1, 4), np.float32)
     expect_error(lambda: client.infer("nope", [add_input(x)]), "NOT_FOUND", "unknown model 'nope'")
-    expect_error(lambda: client.infer("add", [add_input(x)], model_version="9"), "NOT_FOUND", "no version '9'")
+    expect_error(
+        lambda: client.infer("add", [add_input(x)], model_version="9"), "NOT_FOUND", "no version '9'"
+    )
     expect_error(lambda: client.get_model_metadata("nope"), "NOT_FOUND", "nope")
     assert_still_serving(client)
 
@@ -90,28 +100,42 @@ def test_unknown_model_and_version(client: grpcclient.InferenceServerClient) -> 
 def test_wrong_shape_dtype_batch(client: grpcclient.InferenceServerClient) -> None:
     expect_error(
         lambda: client.infer("add", [add_input(np.zeros((1, 5), np.float32))]),
-        "INVALID_ARGUMENT", "input 'x'", "shape [1, 5]", "[-1, 4]",
+        "INVALID_ARGUMENT",
+        "input 'x'",
+        "shape [1, 5]",
+        "[-1, 4]",
     )
     expect_error(
         lambda: client.infer("add", [add_input(np.zeros((1, 4), np.float64), datatype="FP64")]),
-        "INVALID_ARGUMENT", "input 'x'", "FP64", "FP32",
+        "INVALID_ARGUMENT",
+        "input 'x'",
+        "FP64",
+        "FP32",
     )
     expect_error(
         lambda: client.infer("add", [add_input(np.zeros((9, 4), np.float32))]),
-        "INVALID_ARGUMENT", "input 'x'", "batch size 9 exceeds max_batch_size 8",
+        "INVALID_ARGUMENT",
+        "input 'x'",
+        "batch size 9 exceeds max_batch_size 8",
     )
     expect_error(
         lambda: client.infer("add", [add_input(np.zeros((1, 4), np.float32), name="z")]),
-        "INVALID_ARGUMENT", "unexpected input 'z'",
+        "INVALID_ARGUMENT",
+        "unexpected input 'z'",
     )
     expect_error(
-        lambda: client.infer("add", [add_input(np.zeros((1, 4), np.float32))], outputs=[grpcclient.InferRequestedOutput("w")]),
-        "INVALID_ARGUMENT", "unknown output 'w'",
+        lambda: client.infer(
+            "add", [add_input(np.zeros((1, 4), np.float32))], outputs=[grpcclient.InferRequestedOutput("w")]
+        ),
+        "INVALID_ARGUMENT",
+        "unknown output 'w'",
     )
     assert_still_serving(client)
 
 
-def test_wrong_byte_count(stub: inference_pb2_grpc.GRPCInferenceServiceStub, client: grpcclient.InferenceServerClient) -> None:
+def test_wrong_byte_count(
+    stub: inference_pb2_grpc.GRPCInferenceServiceStub, client: grpcclient.InferenceServerClient
+) -> None:
     request = build_infer_request("add", {"x": np.zeros((2, 4), np.float32)})
     request.raw_input_contents[0] = request.raw_input_contents[0][:-4]
     with pytest.raises(grpc.RpcError) as info:
@@ -133,14 +157,17 @@ def test_typed_contents_are_accepted(stub: inference_pb2_grpc.GRPCInferenceServi
 
 def test_unknown_request_parameters_are_ignored(stub: inference_pb2_grpc.GRPCInferenceServiceStub) -> None:
     request = build_infer_request(
-        "add", {"x": np.ones((1, 4), np.float32)},
+        "add",
+        {"x": np.ones((1, 4), np.float32)},
         parameters={"triton_enable_empty_final_response": False, "unload_dependents": True, "whatever": "x"},
     )
     reply = stub.ModelInfer(request)
     assert list(np.frombuffer(reply.raw_output_contents[0], np.float32)) == [3.0] * 4  # default = version 2
 
 
-def test_oversized_message(stub: inference_pb2_grpc.GRPCInferenceServiceStub, client: grpcclient.InferenceServerClient) -> None:
+def test_oversized_message(
+    stub: inference_pb2_grpc.GRPCInferenceServiceStub, client: grpcclient.InferenceServerClient
+) -> None:
     request = build_infer_request("add", {"x": np.zeros((8, 4), np.float32)})
     request.id = "x" * 70000
     with pytest.raises(grpc.RpcError) as info:
@@ -149,7 +176,9 @@ def test_oversized_message(stub: inference_pb2_grpc.GRPCInferenceServiceStub, cl
     assert_still_serving(client)
 
 
-def test_full_queue_and_deadline(stub: inference_pb2_grpc.GRPCInferenceServiceStub, client: grpcclient.InferenceServerClient) -> None:
+def test_full_queue_and_deadline(
+    stub: inference_pb2_grpc.GRPCInferenceServiceStub, client: grpcclient.InferenceServerClient
+) -> None:
     request = build_infer_request("slow", {"x": np.ones((1, 4), np.float32)})
     # A request with a short deadline waits for the 3 s batching delay, passes its deadline and is
     # dropped before reaching the model.
@@ -171,7 +200,10 @@ def test_full_queue_and_deadline(stub: inference_pb2_grpc.GRPCInferenceServiceSt
 
 
 def test_broken_version_and_bad_config_fail_alone(client: grpcclient.InferenceServerClient) -> None:
-    index = {(m["name"], m.get("version", "")): m for m in client.get_model_repository_index(as_json=True)["models"]}
+    index = {
+        (m["name"], m.get("version", "")): m
+        for m in client.get_model_repository_index(as_json=True)["models"]
+    }
     assert index[("broken", "1")]["state"] == "READY"
     assert index[("broken", "2")]["state"] == "FAILED"
     assert "model.onnx" in index[("broken", "2")]["reason"]
@@ -181,7 +213,9 @@ def test_broken_version_and_bad_config_fail_alone(client: grpcclient.InferenceSe
     x = np.zeros((1, 4), np.float32)
     result = client.infer("broken", [add_input(x)])
     assert result.get_response().model_version == "1"  # the failed version never takes traffic
-    expect_error(lambda: client.infer("broken", [add_input(x)], model_version="2"), "NOT_FOUND", "version '2'")
+    expect_error(
+        lambda: client.infer("broken", [add_input(x)], model_version="2"), "NOT_FOUND", "version '2'"
+    )
     expect_error(lambda: client.infer("badconfig", [add_input(x)]), "UNAVAILABLE", "config.pbtxt")
     assert_still_serving(client)
 

@@ -22,17 +22,34 @@ def run_perf_analyzer(address: str, model: str, env: dict[str, str], *extra: str
     binary = str(PERF_ANALYZER) if PERF_ANALYZER.exists() else shutil.which("perf_analyzer")
     assert binary, "perf_analyzer not found (it ships in tritonclient==2.41.0)"
     args = [
-        binary, "-m", model, "-i", "grpc", "-u", address,
-        "--measurement-mode", "count_windows", "--measurement-request-count", "40",
-        "-s", "50", "--max-trials", "4", *extra,
+        binary,
+        "-m",
+        model,
+        "-i",
+        "grpc",
+        "-u",
+        address,
+        "--measurement-mode",
+        "count_windows",
+        "--measurement-request-count",
+        "40",
+        "-s",
+        "50",
+        "--max-trials",
+        "4",
+        *extra,
     ]
     result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, f"perf_analyzer failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"perf_analyzer failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    )
     return result.stdout
 
 
 @pytest.mark.parametrize("model", ["digits", "resnet50"])
-def test_perf_analyzer_concurrency_sweep(live_server: ServerProcess, perf_analyzer_env: dict[str, str], model: str) -> None:
+def test_perf_analyzer_concurrency_sweep(
+    live_server: ServerProcess, perf_analyzer_env: dict[str, str], model: str
+) -> None:
     client = grpcclient.InferenceServerClient(live_server.grpc_address)
 
     def executed() -> int:
@@ -41,7 +58,9 @@ def test_perf_analyzer_concurrency_sweep(live_server: ServerProcess, perf_analyz
 
     before = executed()
     concurrency = "1:8:7" if model == "digits" else "1:2"
-    output = run_perf_analyzer(live_server.grpc_address, model, perf_analyzer_env, "--concurrency-range", concurrency)
+    output = run_perf_analyzer(
+        live_server.grpc_address, model, perf_analyzer_env, "--concurrency-range", concurrency
+    )
     lines = re.findall(r"^Concurrency: (\d+), throughput: ([\d.]+) infer/sec", output, re.M)
     assert [int(c) for c, _ in lines] == ([1, 8] if model == "digits" else [1, 2]), output
     assert all(float(t) > 0 for _, t in lines)

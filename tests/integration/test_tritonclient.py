@@ -71,7 +71,9 @@ def test_model_config_decodes_in_tritonclient(client: grpcclient.InferenceServer
     assert config["instance_group"][0]["kind"] in ("KIND_CPU", "KIND_GPU")
 
 
-def test_both_versions_answer_and_say_which(client: grpcclient.InferenceServerClient, test_set: tuple[np.ndarray, np.ndarray]) -> None:
+def test_both_versions_answer_and_say_which(
+    client: grpcclient.InferenceServerClient, test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
     x = test_set[0][:5]
     for version in ("1", "2"):
         result = client.infer("digits", [digits_input(x)], model_version=version)
@@ -83,7 +85,9 @@ def test_both_versions_answer_and_say_which(client: grpcclient.InferenceServerCl
     assert default.get_response().model_version == "2"  # no traffic policy: the highest version
 
 
-def test_requested_output_only(client: grpcclient.InferenceServerClient, test_set: tuple[np.ndarray, np.ndarray]) -> None:
+def test_requested_output_only(
+    client: grpcclient.InferenceServerClient, test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
     result = client.infer(
         "digits", [digits_input(test_set[0][:2])], outputs=[grpcclient.InferRequestedOutput("probabilities")]
     )
@@ -118,7 +122,9 @@ def test_resnet50_versions_agree_on_cpu(client: grpcclient.InferenceServerClient
     np.testing.assert_allclose(logits["1"], logits["2"], rtol=1e-2, atol=1e-2)
 
 
-def test_statistics_count_requests(client: grpcclient.InferenceServerClient, test_set: tuple[np.ndarray, np.ndarray]) -> None:
+def test_statistics_count_requests(
+    client: grpcclient.InferenceServerClient, test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
     def stats() -> dict[str, object]:
         reply = client.get_inference_statistics("digits", "1", as_json=True)
         assert len(reply["model_stats"]) == 1
@@ -135,7 +141,11 @@ def test_statistics_count_requests(client: grpcclient.InferenceServerClient, tes
     assert int(after["inference_stats"]["queue"]["count"]) - queue_before == 3  # type: ignore[index]
     assert int(after["execution_count"]) >= 1
     everything = client.get_inference_statistics(as_json=True)["model_stats"]
-    assert {(s["name"], s["version"]) for s in everything} >= {("digits", "1"), ("digits", "2"), ("resnet50", "1")}
+    assert {(s["name"], s["version"]) for s in everything} >= {
+        ("digits", "1"),
+        ("digits", "2"),
+        ("resnet50", "1"),
+    }
 
 
 def test_repository_index(client: grpcclient.InferenceServerClient) -> None:
@@ -151,7 +161,9 @@ def test_stream_infer(live_server: ServerProcess, test_set: tuple[np.ndarray, np
     client = grpcclient.InferenceServerClient(live_server.grpc_address)
     client.start_stream(callback=lambda result, error: results.append(error or result))
     for i in range(4):
-        client.async_stream_infer("digits", [digits_input(test_set[0][i : i + 1])], request_id=str(i), model_version="1")
+        client.async_stream_infer(
+            "digits", [digits_input(test_set[0][i : i + 1])], request_id=str(i), model_version="1"
+        )
     client.stop_stream()
     assert len(results) == 4
     assert all(isinstance(r, grpcclient.InferResult) for r in results), results

@@ -36,12 +36,18 @@ def _compare(ours: d.Descriptor, theirs: d.Descriptor) -> None:
 
 @pytest.mark.parametrize("name", ROOT_MESSAGES)
 def test_inference_messages_match_triton(name: str) -> None:
-    _compare(inference_pb2.DESCRIPTOR.message_types_by_name[name], triton_service.DESCRIPTOR.message_types_by_name[name])
+    _compare(
+        inference_pb2.DESCRIPTOR.message_types_by_name[name],
+        triton_service.DESCRIPTOR.message_types_by_name[name],
+    )
 
 
 @pytest.mark.parametrize("name", list(model_config_pb2.DESCRIPTOR.message_types_by_name))
 def test_model_config_messages_match_triton(name: str) -> None:
-    _compare(model_config_pb2.DESCRIPTOR.message_types_by_name[name], triton_mc.DESCRIPTOR.message_types_by_name[name])
+    _compare(
+        model_config_pb2.DESCRIPTOR.message_types_by_name[name],
+        triton_mc.DESCRIPTOR.message_types_by_name[name],
+    )
 
 
 def test_enums_match_triton() -> None:
@@ -58,7 +64,10 @@ def test_service_methods_match_triton() -> None:
         other = theirs.methods_by_name[method.name]
         assert method.input_type.full_name == other.input_type.full_name
         assert method.output_type.full_name == other.output_type.full_name
-        assert (method.client_streaming, method.server_streaming) == (other.client_streaming, other.server_streaming)
+        assert (method.client_streaming, method.server_streaming) == (
+            other.client_streaming,
+            other.server_streaming,
+        )
 
 
 def test_generated_code_is_fresh() -> None:

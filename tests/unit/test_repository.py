@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from serving.errors import ModelConfigError
-from serving.repository import ModelRepository, parse_config, select_versions
 from serving.proto import model_config_pb2 as mc
+from serving.repository import ModelRepository, parse_config, select_versions
 from tests.model_factory import add_model_config, write_add_repository
 
 GOOD = """
@@ -33,7 +33,9 @@ def parse(text: str, name: str = "m") -> object:
 def test_good_config_parses_every_supported_field() -> None:
     spec = parse_config(GOOD, Path("/repo/m"))
     assert spec.max_batch_size == 16
-    assert spec.inputs[0].name == "in" and spec.inputs[0].datatype == "FP32" and spec.inputs[0].dims == (3, -1)
+    assert (
+        spec.inputs[0].name == "in" and spec.inputs[0].datatype == "FP32" and spec.inputs[0].dims == (3, -1)
+    )
     assert spec.outputs[0].datatype == "INT64"
     db = spec.dynamic_batching
     assert db is not None
@@ -42,7 +44,10 @@ def test_good_config_parses_every_supported_field() -> None:
     assert db.queue.max_queue_size == 7
     assert db.queue.default_timeout_s == pytest.approx(1.5e-3)
     assert db.queue.allow_timeout_override
-    assert [(g.kind, g.count, g.gpus) for g in spec.instance_groups] == [("KIND_CPU", 2, ()), ("KIND_GPU", 1, (0, 1))]
+    assert [(g.kind, g.count, g.gpus) for g in spec.instance_groups] == [
+        ("KIND_CPU", 2, ()),
+        ("KIND_GPU", 1, (0, 1)),
+    ]
     assert spec.parameters == {"precision": "fp16"}
     assert spec.platform == ""
 
@@ -51,17 +56,47 @@ def test_good_config_parses_every_supported_field() -> None:
     ("text", "expected"),
     [
         ('name: "m" max_batch_size: 2 inputt [ ]', "inputt"),
-        ('name: "other" input [ { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ]', "differs from its folder"),
+        (
+            'name: "other" input [ { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ]',
+            "differs from its folder",
+        ),
         ('name: "m" output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ]', "input: at least one"),
-        ('name: "m" input [ { name: "a" data_type: TYPE_FP32 dims: [0] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ]', "input[0] 'a': dims"),
-        ('name: "m" input [ { name: "a" data_type: TYPE_BF16 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ]', "TYPE_BF16 is not supported"),
-        ('name: "m" input [ { name: "a" data_type: TYPE_FP32 dims: [1] }, { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ]', "duplicate names ['a']"),
-        ('name: "m" platform: "tensorflow_savedmodel" input [ { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ]', "platform 'tensorflow_savedmodel'"),
-        ('name: "m" backend: "python" input [ { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ]', "backend 'python'"),
-        ('name: "m" max_batch_size: 4 input [ { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ] dynamic_batching { preferred_batch_size: [ 8 ] }', "preferred_batch_size [8]"),
-        ('name: "m" input [ { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ] dynamic_batching { }', "needs max_batch_size > 0"),
-        ('name: "m" input [ { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ] instance_group [ { kind: KIND_CPU gpus: [0] } ]', "instance_group[0]: gpus given with kind KIND_CPU"),
-        ('name: "m" max_batch_size: -1 input [ { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ]', "max_batch_size must be >= 0"),
+        (
+            'name: "m" input [ { name: "a" data_type: TYPE_FP32 dims: [0] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ]',
+            "input[0] 'a': dims",
+        ),
+        (
+            'name: "m" input [ { name: "a" data_type: TYPE_BF16 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ]',
+            "TYPE_BF16 is not supported",
+        ),
+        (
+            'name: "m" input [ { name: "a" data_type: TYPE_FP32 dims: [1] }, { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ]',
+            "duplicate names ['a']",
+        ),
+        (
+            'name: "m" platform: "tensorflow_savedmodel" input [ { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ]',
+            "platform 'tensorflow_savedmodel'",
+        ),
+        (
+            'name: "m" backend: "python" input [ { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ]',
+            "backend 'python'",
+        ),
+        (
+            'name: "m" max_batch_size: 4 input [ { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ] dynamic_batching { preferred_batch_size: [ 8 ] }',
+            "preferred_batch_size [8]",
+        ),
+        (
+            'name: "m" input [ { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ] dynamic_batching { }',
+            "needs max_batch_size > 0",
+        ),
+        (
+            'name: "m" input [ { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ] instance_group [ { kind: KIND_CPU gpus: [0] } ]',
+            "instance_group[0]: gpus given with kind KIND_CPU",
+        ),
+        (
+            'name: "m" max_batch_size: -1 input [ { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ]',
+            "max_batch_size must be >= 0",
+        ),
     ],
 )
 def test_bad_config_names_file_and_field(text: str, expected: str) -> None:
@@ -73,7 +108,10 @@ def test_bad_config_names_file_and_field(text: str, expected: str) -> None:
 
 
 def test_name_defaults_to_folder() -> None:
-    spec = parse_config('input [ { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ]', Path("/r/folder"))
+    spec = parse_config(
+        'input [ { name: "a" data_type: TYPE_FP32 dims: [1] } ] output [ { name: "b" data_type: TYPE_FP32 dims: [1] } ]',
+        Path("/r/folder"),
+    )
     assert spec.name == "folder"
 
 
