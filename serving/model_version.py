@@ -122,7 +122,10 @@ class ModelVersion:
             for backend in self._backends:
                 await asyncio.to_thread(self._warm_up, backend)
             self._batcher = DynamicBatcher(
-                self._backends, batching_policy(self.spec), observer=_StatsObserver(self.stats)
+                self._backends,
+                batching_policy(self.spec),
+                observer=_StatsObserver(self.stats),
+                name=self.describe(),
             )
             await self._batcher.start()
         except Exception as exc:  # any failure, including the framework's own, fails this version only

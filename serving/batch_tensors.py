@@ -1,0 +1,58 @@
+"""Merging requests into a batch and splitting a batch's outputs back: pure functions on numpy arrays."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+
+from serving.errors import InvalidInput, ModelExecutionError
+from serving.types import Array, TensorMap
+
+
+def request_rows(inputs: TensorMap, max_batch_size: int) -> int:
+    """Rows of one request (axis 0, the same for every input); InvalidInput when unusable."""
+    if not inputs:
+        raise InvalidInput("a request needs at least one input")
+    for name, array in inputs.items():
+        if array.ndim == 0:
+            raise InvalidInput(f"input '{name}' has no batch dimension (shape ())")
+    counts = {array.shape[0] for array in inputs.values()}
+    if len(counts) > 1:
+        sizes = ", ".join(f"'{name}' has {array.shape[0]}" for name, array in inputs.items())
+        raise InvalidInput(f"inputs disagree on the batch size: {sizes}")
+    rows = counts.pop()
+    if rows < 1:
+        raise InvalidInput("a request needs at least one row (batch size 0)")
+    if rows > max_batch_size:
+        raise InvalidInput(f"request batch size {rows} exceeds max_batch_size {max_batch_size}")
+    return int(rows)
+
+
+def batch_signature(inputs: TensorMap) -> Hashable:
+    """What must match for two requests to share a batch: names, non-batch shapes, dtypes."""
+    return tuple(sorted((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items()))
+
+
+def merge_inputs(requests: Sequence[TensorMap]) -> dict[str, Array]:
+    """Concatenate the requests' inputs along axis 0; a lone request is passed through uncopied."""
+    if len(requests) == 1:
+        return dict(requests[0])
+    return {name: np.concatenate([r[name] for r in requests], axis=0) for name in requests[0]}
+
+
+def split_outputs(outputs: Mapping[str, Array], row_counts: Sequence[int]) -> list[dict[str, Array]]:
+    """Each request's rows of every output (views, no copies); ModelExecutionError on a row mismatch."""
+    total = sum(row_counts)
+    for name, array in outputs.items():
+        rows = array.shape[0] if array.ndim else None
+        if rows != total:
+            raise ModelExecutionError(
+                f"output '{name}' has {rows if rows is not None else 'no'} rows "
+                f"but the batch has {total} (shape {array.shape})"
+            )
+    if len(row_counts) == 1:
+        return [dict(outputs)]
+    bounds = list(itertools.accumulate(row_counts, initial=0))
+    return [{name: array[lo:hi] for name, array in outputs.items()} for lo, hi in itertools.pairwise(bounds)]
