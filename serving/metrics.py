@@ -1,0 +1,498 @@
+"""Every metric the server exports: its name, type, labels and buckets, in this one module.
+
+Prometheus conventions: base units (seconds, bytes, ratios 0..1), counters end in `_total`, every name
+starts with `serving_` (except the standard `process_*` series of ProcessCollector), per-model series
+carry `model` and `version`. Every label value comes from a bounded set: model names go through
+`model_label` (unknown → "_unknown"); versions are those the registry loaded; gRPC codes, stages,
+version states, reject reasons and drift statistics come from the fixed tuples below.
+
+No global state: `ServingMetrics(registry)` registers everything on the registry it is given, and the
+core calls its narrow methods. Prediction distributions are not pushed per request: a
+`PredictionSource` (serving.drift.DriftEngine) is read at scrape time. docs/metrics.md lists it all.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from collections.abc import Container, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from serving.backends.base import ComputeTimings
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = "_unknown"
+OTHER_CLASS = "_other"
+# fmt: off
+GRPC_CODES = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+    "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+)
+# 50 µs (a small CPU model) … 10 s (a large GPU batch), 1-2.5-5 per decade.
+LATENCY_BUCKETS = (
+    5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+# fmt: on
+STAGES = ("queue", "compute_input", "compute_infer", "compute_output")
+VERSION_STATES = ("LOADING", "WARMING", "READY", "DRAINING", "UNLOADED", "FAILED")
+REJECT_REASONS = ("queue_full", "deadline_exceeded", "cancelled", "unavailable", "invalid_input", "other")
+DRIFT_STATISTICS = ("psi", "js_distance", "confidence_psi", "ks", "wasserstein")
+
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+AGREEMENT_BUCKETS = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 1.0)
+DEFAULT_CLASS_LABEL_LIMIT = 100
+
+_MV = ("model", "version")
+_MVO = ("model", "version", "output")
+
+
+def model_label(name: str, known: Container[str]) -> str:
+    """`name` if it is a model (or version) the server knows, else "_unknown": clients cannot add series."""
+    return name if name in known else UNKNOWN
+
+
+# ---------------------------------------------------------------- scrape-time sources (GPU, predictions)
+
+
+@dataclass(frozen=True)
+class GpuReading:
+    index: int
+    used_bytes: int
+    total_bytes: int
+    utilization: float | None  # 0..1 over the driver's last sample period; None when unknown
+
+
+class GpuProbe(Protocol):
+    def read(self) -> list[GpuReading]: ...
+
+
+@dataclass(frozen=True)
+class BucketCounts:
+    """A histogram of observations: counts[i] for values ≤ upper_bounds[i] (and above upper_bounds[i-1]);
+    the last count is for values above every bound. Not cumulative."""
+
+    upper_bounds: tuple[float, ...]
+    counts: tuple[int, ...]  # len(upper_bounds) + 1
+    total: float  # sum of the observed values
+
+
+@dataclass(frozen=True)
+class PredictionCounts:
+    """Cumulative prediction distribution of one (model, version, output) since its monitor started."""
+
+    model: str
+    version: str
+    output: str
+    class_counts: tuple[int, ...] = ()  # classification: rows predicted (top-1) as each class
+    confidence: BucketCounts | None = None  # classification: top-1 probability
+    values: BucketCounts | None = None  # numeric: every (sampled) value
+
+
+class PredictionSource(Protocol):
+    def prediction_counts(self) -> Iterable[PredictionCounts]: ...
+
+
+class _NvmlProbe:
+    def __init__(self, nvml: Any) -> None:
+        self._nvml = nvml
+        nvml.nvmlInit()
+
+    def read(self) -> list[GpuReading]:
+        readings = []
+        for index in range(self._nvml.nvmlDeviceGetCount()):
+            handle = self._nvml.nvmlDeviceGetHandleByIndex(index)
+            memory = self._nvml.nvmlDeviceGetMemoryInfo(handle)
+            rates = self._nvml.nvmlDeviceGetUtilizationRates(handle)
+            readings.append(GpuReading(index, int(memory.used), int(memory.total), rates.gpu / 100.0))
+        return readings
+
+
+class _TorchProbe:
+    def __init__(self, torch: Any) -> None:
+        self._cuda = torch.cuda
+
+    def read(self) -> list[GpuReading]:
+        readings = []
+        for index in range(self._cuda.device_count()):
+            free, total = self._cuda.mem_get_info(index)
+            readings.append(GpuReading(index, int(total - free), int(total), None))
+        return readings
+
+
+def detect_gpu_probe() -> GpuProbe | None:
+    """NVML (pynvml) when torch sees a CUDA device and pynvml imports, else torch.cuda.mem_get_info
+    (memory only); None without torch or without a CUDA device."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    torch = importlib.import_module("torch")
+    if not torch.cuda.is_available():
+        return None
+    if importlib.util.find_spec("pynvml") is not None:
+        try:
+            return _NvmlProbe(importlib.import_module("pynvml"))
+        except Exception:  # a driver without NVML: fall back to torch
+            log.warning("pynvml is installed but NVML failed to initialise; GPU utilisation not exported")
+    return _TorchProbe(torch)
+
+
+class _GpuCollector(Collector):
+    def __init__(self, probe: GpuProbe) -> None:
+        self._probe = probe
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            readings = self._probe.read()
+        except Exception:
+            log.exception("reading GPU metrics failed")
+            return
+        used = GaugeMetricFamily("serving_gpu_memory_used_bytes", "GPU memory in use.", labels=["gpu"])
+        total = GaugeMetricFamily("serving_gpu_memory_total_bytes", "GPU memory in total.", labels=["gpu"])
+        util = GaugeMetricFamily(
+            "serving_gpu_utilization_ratio", "Fraction of time a GPU kernel was running.", labels=["gpu"]
+        )
+        for reading in readings:
+            used.add_metric([str(reading.index)], reading.used_bytes)
+            total.add_metric([str(reading.index)], reading.total_bytes)
+            if reading.utilization is not None:
+                util.add_metric([str(reading.index)], reading.utilization)
+        yield from (used, total, util)
+
+
+class _PredictionCollector(Collector):
+    def __init__(self, class_label_limit: int) -> None:
+        self._sources: list[PredictionSource] = []
+        self._limit = class_label_limit
+
+    def add(self, source: PredictionSource) -> None:
+        self._sources.append(source)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        classes, confidence, values = self._families()
+        for source in self._sources:
+            for counts in source.prediction_counts():
+                labels = [counts.model, counts.version, counts.output]
+                for label, n in self._class_series(counts.class_counts):
+                    classes.add_metric([*labels, label], n)
+                if counts.confidence is not None:
+                    confidence.add_metric(labels, _cumulative(counts.confidence), counts.confidence.total)
+                if counts.values is not None:
+                    values.add_metric(labels, _cumulative(counts.values), counts.values.total)
+        yield from (classes, confidence, values)
+
+    def _families(self) -> tuple[CounterMetricFamily, HistogramMetricFamily, HistogramMetricFamily]:
+        return (
+            CounterMetricFamily(
+                "serving_predicted_class",
+                "Rows whose top-1 prediction was this class "
+                f"(classes ≥ {self._limit} are summed as '{OTHER_CLASS}').",
+                labels=[*_MVO, "class"],
+            ),
+            HistogramMetricFamily(
+                "serving_prediction_confidence",
+                "Top-1 probability of classification rows.",
+                labels=list(_MVO),
+            ),
+            HistogramMetricFamily(
+                "serving_prediction_value",
+                "Every value of numeric outputs (no _sum/_count when a bound is negative).",
+                labels=list(_MVO),
+            ),
+        )
+
+    def _class_series(self, class_counts: tuple[int, ...]) -> list[tuple[str, int]]:
+        series = [(str(index), n) for index, n in enumerate(class_counts[: self._limit])]
+        if len(class_counts) > self._limit:
+            series.append((OTHER_CLASS, sum(class_counts[self._limit :])))
+        return series
+
+
+def _cumulative(buckets: BucketCounts) -> list[tuple[str, float]]:
+    bounds = [repr(float(b)) for b in buckets.upper_bounds] + ["+Inf"]
+    running, out = 0, []
+    for bound, n in zip(bounds, buckets.counts, strict=True):
+        running += n
+        out.append((bound, float(running)))
+    return out
+
+
+# ---------------------------------------------------------------- the metrics the core moves
+
+
+class ServingMetrics:
+    """Owns every `serving_*` metric; the core calls the narrow methods below."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        gpu_probe: GpuProbe | None | Literal["auto"] = "auto",
+        process_metrics: bool = True,
+        class_label_limit: int = DEFAULT_CLASS_LABEL_LIMIT,
+    ) -> None:
+        self._init_requests(registry)
+        self._init_batches(registry)
+        self._init_lifecycle(registry)
+        self._init_drift(registry)
+        self._predictions = _PredictionCollector(class_label_limit)
+        registry.register(self._predictions)
+        probe = detect_gpu_probe() if gpu_probe == "auto" else gpu_probe
+        if probe is not None:
+            registry.register(_GpuCollector(probe))
+        if process_metrics:
+            ProcessCollector(registry=registry)
+
+    def _init_requests(self, r: CollectorRegistry) -> None:
+        self._requests = Counter(
+            "serving_requests_total",
+            "Inference requests finished, by gRPC status code.",
+            [*_MV, "code"],
+            registry=r,
+        )
+        self._request_seconds = Histogram(
+            "serving_request_duration_seconds",
+            "End-to-end request latency in the servicer.",
+            _MV,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._rejected = Counter(
+            "serving_requests_rejected_total",
+            "Requests dropped before execution, by reason.",
+            [*_MV, "reason"],
+            registry=r,
+        )
+        self._in_flight = Gauge(
+            "serving_in_flight_requests", "Requests received, not yet answered.", _MV, registry=r
+        )
+        self._routed = Counter(
+            "serving_routed_requests_total", "Requests the router sent to a version.", _MV, registry=r
+        )
+        self._weight = Gauge(
+            "serving_traffic_weight_ratio", "Configured traffic share of a version (0..1).", _MV, registry=r
+        )
+        shadow_labels = [*_MV, "primary"]
+        self._shadow_agreement = Histogram(
+            "serving_shadow_agreement_ratio",
+            "Fraction of rows where a shadow version agreed with the primary.",
+            shadow_labels,
+            buckets=AGREEMENT_BUCKETS,
+            registry=r,
+        )
+        self._shadow_seconds = Histogram(
+            "serving_shadow_duration_seconds",
+            "Latency of the shadow copy of a request.",
+            shadow_labels,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def _init_batches(self, r: CollectorRegistry) -> None:
+        self._stage_seconds = Histogram(
+            "serving_stage_duration_seconds",
+            "Time in one stage: queue (per request) or compute (per batch).",
+            [*_MV, "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._inferences = Counter(
+            "serving_inferences_total", "Rows inferred in successful batches.", _MV, registry=r
+        )
+        self._executions = Counter(
+            "serving_executions_total", "Batches executed successfully.", _MV, registry=r
+        )
+        self._failures = Counter(
+            "serving_execution_failures_total", "Batches the backend failed.", _MV, registry=r
+        )
+        self._batch_size = Histogram(
+            "serving_batch_size", "Rows per executed batch.", _MV, buckets=BATCH_SIZE_BUCKETS, registry=r
+        )
+        self._queue_depth = Gauge(
+            "serving_queue_depth", "Requests waiting in a version's batcher.", _MV, registry=r
+        )
+        self._queue_capacity = Gauge(
+            "serving_queue_capacity", "Maximum requests a version's batcher queues.", _MV, registry=r
+        )
+
+    def _init_lifecycle(self, r: CollectorRegistry) -> None:
+        self._load_seconds = Gauge(
+            "serving_model_load_duration_seconds", "Time the last load (with warm-up) took.", _MV, registry=r
+        )
+        self._state = Gauge(
+            "serving_model_version_state",
+            "1 for the version's current state, 0 for the others.",
+            [*_MV, "state"],
+            registry=r,
+        )
+
+    def _init_drift(self, r: CollectorRegistry) -> None:
+        self._drift_score = Gauge(
+            "serving_drift_score",
+            "Drift of predictions in the window against the reference.",
+            [*_MVO, "statistic"],
+            registry=r,
+        )
+        self._drift_alert = Gauge(
+            "serving_drift_alert", "1 when a drift score is over its threshold.", _MVO, registry=r
+        )
+        self._drift_window_rows = Gauge(
+            "serving_drift_window_rows", "Prediction rows in the current drift window.", _MVO, registry=r
+        )
+        self._drift_reference_rows = Gauge(
+            "serving_drift_reference_rows",
+            "Prediction rows behind the reference distribution.",
+            _MVO,
+            registry=r,
+        )
+
+    # requests
+    def request_finished(self, model: str, version: str, grpc_code: str, seconds: float) -> None:
+        code = grpc_code.upper() if grpc_code.upper() in GRPC_CODES else "UNKNOWN"
+        self._requests.labels(model, version, code).inc()
+        self._request_seconds.labels(model, version).observe(seconds)
+
+    def request_queued_for(self, model: str, version: str, seconds: float) -> None:
+        self._stage_seconds.labels(model, version, "queue").observe(seconds)
+
+    def request_rejected(self, model: str, version: str, reason: str) -> None:
+        self._rejected.labels(model, version, reason if reason in REJECT_REASONS else "other").inc()
+
+    def set_in_flight(self, model: str, version: str, n: int) -> None:
+        self._in_flight.labels(model, version).set(n)
+
+    def routed(self, model: str, version: str) -> None:
+        self._routed.labels(model, version).inc()
+
+    def set_traffic_weight(self, model: str, version: str, weight: float) -> None:
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"traffic weight must be within [0, 1], got {weight}")
+        self._weight.labels(model, version).set(weight)
+
+    def shadow_compared(
+        self, model: str, primary: str, shadow: str, agreement: float, seconds: float
+    ) -> None:
+        self._shadow_agreement.labels(model, shadow, primary).observe(agreement)
+        self._shadow_seconds.labels(model, shadow, primary).observe(seconds)
+
+    # batches
+    def batch_executed(
+        self, model: str, version: str, rows: int, timings: ComputeTimings | None, failed: bool = False
+    ) -> None:
+        if failed:
+            self._failures.labels(model, version).inc()
+        else:
+            self._executions.labels(model, version).inc()
+            self._inferences.labels(model, version).inc(rows)
+            self._batch_size.labels(model, version).observe(rows)
+        if timings is not None:
+            for stage, ns in zip(
+                STAGES[1:], (timings.input_ns, timings.infer_ns, timings.output_ns), strict=True
+            ):
+                self._stage_seconds.labels(model, version, stage).observe(ns / 1e9)
+
+    def set_queue_depth(self, model: str, version: str, n: int) -> None:
+        self._queue_depth.labels(model, version).set(n)
+
+    def set_queue_capacity(self, model: str, version: str, n: int) -> None:
+        self._queue_capacity.labels(model, version).set(n)
+
+    # lifecycle
+    def model_loaded(self, model: str, version: str, seconds: float) -> None:
+        self._load_seconds.labels(model, version).set(seconds)
+
+    def set_version_state(self, model: str, version: str, state: str) -> None:
+        if state not in VERSION_STATES:
+            raise ValueError(f"unknown version state {state!r}; expected one of {VERSION_STATES}")
+        for candidate in VERSION_STATES:
+            self._state.labels(model, version, candidate).set(1.0 if candidate == state else 0.0)
+
+    def forget_version(self, model: str, version: str) -> None:
+        """Remove every series of an unloaded version (its state too: call this after UNLOADED is scraped,
+        or not at all if dashboards should keep showing it)."""
+        by_version = {"model": model, "version": version}
+        for metric in (
+            self._requests,
+            self._request_seconds,
+            self._rejected,
+            self._in_flight,
+            self._routed,
+            self._weight,
+            self._shadow_agreement,
+            self._shadow_seconds,
+            self._stage_seconds,
+            self._inferences,
+            self._executions,
+            self._failures,
+            self._batch_size,
+            self._queue_depth,
+            self._queue_capacity,
+            self._load_seconds,
+            self._state,
+            self._drift_score,
+            self._drift_alert,
+            self._drift_window_rows,
+            self._drift_reference_rows,
+        ):
+            metric.remove_by_labels(by_version)
+        for metric in (self._shadow_agreement, self._shadow_seconds):
+            metric.remove_by_labels({"model": model, "primary": version})
+
+    # drift and prediction distributions
+    def drift_computed(
+        self,
+        model: str,
+        version: str,
+        output: str,
+        scores: Mapping[str, float],
+        *,
+        alert: bool,
+        window_rows: int,
+        reference_rows: int,
+    ) -> None:
+        for statistic, value in scores.items():
+            if statistic not in DRIFT_STATISTICS:
+                raise ValueError(f"unknown drift statistic {statistic!r}; expected one of {DRIFT_STATISTICS}")
+            self._drift_score.labels(model, version, output, statistic).set(value)
+        self._drift_alert.labels(model, version, output).set(1.0 if alert else 0.0)
+        self._drift_window_rows.labels(model, version, output).set(window_rows)
+        self._drift_reference_rows.labels(model, version, output).set(reference_rows)
+
+    def forget_drift_output(self, model: str, version: str, output: str) -> None:
+        labels = {"model": model, "version": version, "output": output}
+        for metric in (
+            self._drift_score,
+            self._drift_alert,
+            self._drift_window_rows,
+            self._drift_reference_rows,
+        ):
+            metric.remove_by_labels(labels)
+
+    def watch_predictions(self, source: PredictionSource) -> None:
+        """Export `source`'s prediction distributions at every scrape (nothing counted per request here)."""
+        self._predictions.add(source)
+
+
+def start_metrics_http(registry: CollectorRegistry, host: str, port: int) -> tuple[WSGIServer, int]:
+    """Serve /metrics of `registry` from a daemon thread; port 0 picks a free port, which is returned.
+    Stop with `server.shutdown(); server.server_close()`."""
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server, int(server.server_port)
