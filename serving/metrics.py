@@ -1,4 +1,4 @@
-"""Every metric the server exports: its name, type, labels and buckets, in this one module.
+"""Every metric the core moves: its name, type, labels and buckets, in `ServingMetrics`.
 
 Prometheus conventions: base units (seconds, bytes, ratios 0..1), counters end in `_total`, every name
 starts with `serving_` (except the standard `process_*` series of ProcessCollector), per-model series
@@ -7,18 +7,15 @@ carry `model` and `version`. Every label value comes from a bounded set: model n
 version states, reject reasons and drift statistics come from the fixed tuples below.
 
 No global state: `ServingMetrics(registry)` registers everything on the registry it is given, and the
-core calls its narrow methods. Prediction distributions are not pushed per request: a
-`PredictionSource` (serving.drift.DriftEngine) is read at scrape time. docs/metrics.md lists it all.
+core calls its narrow methods. Series read at scrape time have their own collectors, which
+`ServingMetrics` registers too: GPUs in serving.metrics_gpu, prediction distributions (from a
+`PredictionSource`, serving.drift.DriftEngine) in serving.metrics_predictions. docs/metrics.md lists it all.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import logging
-from collections.abc import Container, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from collections.abc import Container, Mapping
+from typing import Literal
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -29,16 +26,12 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
 from serving.backends.base import ComputeTimings
-
-log = logging.getLogger(__name__)
+from serving.metrics_gpu import GpuCollector, GpuProbe, detect_gpu_probe
+from serving.metrics_predictions import PredictionCollector, PredictionSource
 
 UNKNOWN = "_unknown"
-OTHER_CLASS = "_other"
 # fmt: off
 GRPC_CODES = (
     "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
@@ -68,173 +61,6 @@ def model_label(name: str, known: Container[str]) -> str:
     return name if name in known else UNKNOWN
 
 
-# ---------------------------------------------------------------- scrape-time sources (GPU, predictions)
-
-
-@dataclass(frozen=True)
-class GpuReading:
-    index: int
-    used_bytes: int
-    total_bytes: int
-    utilization: float | None  # 0..1 over the driver's last sample period; None when unknown
-
-
-class GpuProbe(Protocol):
-    def read(self) -> list[GpuReading]: ...
-
-
-@dataclass(frozen=True)
-class BucketCounts:
-    """A histogram of observations: counts[i] for values ≤ upper_bounds[i] (and above upper_bounds[i-1]);
-    the last count is for values above every bound. Not cumulative."""
-
-    upper_bounds: tuple[float, ...]
-    counts: tuple[int, ...]  # len(upper_bounds) + 1
-    total: float  # sum of the observed values
-
-
-@dataclass(frozen=True)
-class PredictionCounts:
-    """Cumulative prediction distribution of one (model, version, output) since its monitor started."""
-
-    model: str
-    version: str
-    output: str
-    class_counts: tuple[int, ...] = ()  # classification: rows predicted (top-1) as each class
-    confidence: BucketCounts | None = None  # classification: top-1 probability
-    values: BucketCounts | None = None  # numeric: every (sampled) value
-
-
-class PredictionSource(Protocol):
-    def prediction_counts(self) -> Iterable[PredictionCounts]: ...
-
-
-class _NvmlProbe:
-    def __init__(self, nvml: Any) -> None:
-        self._nvml = nvml
-        nvml.nvmlInit()
-
-    def read(self) -> list[GpuReading]:
-        readings = []
-        for index in range(self._nvml.nvmlDeviceGetCount()):
-            handle = self._nvml.nvmlDeviceGetHandleByIndex(index)
-            memory = self._nvml.nvmlDeviceGetMemoryInfo(handle)
-            rates = self._nvml.nvmlDeviceGetUtilizationRates(handle)
-            readings.append(GpuReading(index, int(memory.used), int(memory.total), rates.gpu / 100.0))
-        return readings
-
-
-class _TorchProbe:
-    def __init__(self, torch: Any) -> None:
-        self._cuda = torch.cuda
-
-    def read(self) -> list[GpuReading]:
-        readings = []
-        for index in range(self._cuda.device_count()):
-            free, total = self._cuda.mem_get_info(index)
-            readings.append(GpuReading(index, int(total - free), int(total), None))
-        return readings
-
-
-def detect_gpu_probe() -> GpuProbe | None:
-    """NVML (pynvml) when torch sees a CUDA device and pynvml imports, else torch.cuda.mem_get_info
-    (memory only); None without torch or without a CUDA device."""
-    if importlib.util.find_spec("torch") is None:
-        return None
-    torch = importlib.import_module("torch")
-    if not torch.cuda.is_available():
-        return None
-    if importlib.util.find_spec("pynvml") is not None:
-        try:
-            return _NvmlProbe(importlib.import_module("pynvml"))
-        except Exception:  # a driver without NVML: fall back to torch
-            log.warning("pynvml is installed but NVML failed to initialise; GPU utilisation not exported")
-    return _TorchProbe(torch)
-
-
-class _GpuCollector(Collector):
-    def __init__(self, probe: GpuProbe) -> None:
-        self._probe = probe
-
-    def collect(self) -> Iterator[Metric]:
-        try:
-            readings = self._probe.read()
-        except Exception:
-            log.exception("reading GPU metrics failed")
-            return
-        used = GaugeMetricFamily("serving_gpu_memory_used_bytes", "GPU memory in use.", labels=["gpu"])
-        total = GaugeMetricFamily("serving_gpu_memory_total_bytes", "GPU memory in total.", labels=["gpu"])
-        util = GaugeMetricFamily(
-            "serving_gpu_utilization_ratio", "Fraction of time a GPU kernel was running.", labels=["gpu"]
-        )
-        for reading in readings:
-            used.add_metric([str(reading.index)], reading.used_bytes)
-            total.add_metric([str(reading.index)], reading.total_bytes)
-            if reading.utilization is not None:
-                util.add_metric([str(reading.index)], reading.utilization)
-        yield from (used, total, util)
-
-
-class _PredictionCollector(Collector):
-    def __init__(self, class_label_limit: int) -> None:
-        self._sources: list[PredictionSource] = []
-        self._limit = class_label_limit
-
-    def add(self, source: PredictionSource) -> None:
-        self._sources.append(source)
-
-    def describe(self) -> Iterator[Metric]:
-        return iter(self._families())
-
-    def collect(self) -> Iterator[Metric]:
-        classes, confidence, values = self._families()
-        for source in self._sources:
-            for counts in source.prediction_counts():
-                labels = [counts.model, counts.version, counts.output]
-                for label, n in self._class_series(counts.class_counts):
-                    classes.add_metric([*labels, label], n)
-                if counts.confidence is not None:
-                    confidence.add_metric(labels, _cumulative(counts.confidence), counts.confidence.total)
-                if counts.values is not None:
-                    values.add_metric(labels, _cumulative(counts.values), counts.values.total)
-        yield from (classes, confidence, values)
-
-    def _families(self) -> tuple[CounterMetricFamily, HistogramMetricFamily, HistogramMetricFamily]:
-        return (
-            CounterMetricFamily(
-                "serving_predicted_class",
-                "Rows whose top-1 prediction was this class "
-                f"(classes ≥ {self._limit} are summed as '{OTHER_CLASS}').",
-                labels=[*_MVO, "class"],
-            ),
-            HistogramMetricFamily(
-                "serving_prediction_confidence",
-                "Top-1 probability of classification rows.",
-                labels=list(_MVO),
-            ),
-            HistogramMetricFamily(
-                "serving_prediction_value",
-                "Every value of numeric outputs (no _sum/_count when a bound is negative).",
-                labels=list(_MVO),
-            ),
-        )
-
-    def _class_series(self, class_counts: tuple[int, ...]) -> list[tuple[str, int]]:
-        series = [(str(index), n) for index, n in enumerate(class_counts[: self._limit])]
-        if len(class_counts) > self._limit:
-            series.append((OTHER_CLASS, sum(class_counts[self._limit :])))
-        return series
-
-
-def _cumulative(buckets: BucketCounts) -> list[tuple[str, float]]:
-    bounds = [repr(float(b)) for b in buckets.upper_bounds] + ["+Inf"]
-    running, out = 0, []
-    for bound, n in zip(bounds, buckets.counts, strict=True):
-        running += n
-        out.append((bound, float(running)))
-    return out
-
-
 # ---------------------------------------------------------------- the metrics the core moves
 
 
@@ -253,11 +79,11 @@ class ServingMetrics:
         self._init_batches(registry)
         self._init_lifecycle(registry)
         self._init_drift(registry)
-        self._predictions = _PredictionCollector(class_label_limit)
+        self._predictions = PredictionCollector(class_label_limit)
         registry.register(self._predictions)
         probe = detect_gpu_probe() if gpu_probe == "auto" else gpu_probe
         if probe is not None:
-            registry.register(_GpuCollector(probe))
+            registry.register(GpuCollector(probe))
         if process_metrics:
             ProcessCollector(registry=registry)
 

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from serving.metrics import GpuReading, ServingMetrics
+from serving.metrics import ServingMetrics
+from serving.metrics_gpu import GpuReading
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"

@@ -13,21 +13,11 @@ from prometheus_client import CollectorRegistry
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp, wasserstein_distance
 
-from serving.drift import (
-    CONFIDENCE_EDGES,
-    PSI_EPSILON,
-    DriftConfig,
-    DriftEngine,
-    OutputSpec,
-    PredictionMonitor,
-    Reference,
-    infer_kind,
-    js_distance,
-    ks_statistic,
-    load_references,
-    psi,
-    wasserstein,
-)
+from serving.drift import DriftEngine
+from serving.drift_config import DriftConfig, OutputSpec, infer_kind
+from serving.drift_monitor import PredictionMonitor
+from serving.drift_reference import CONFIDENCE_EDGES, Reference, load_references
+from serving.drift_stats import PSI_EPSILON, js_distance, ks_statistic, psi, wasserstein
 from serving.errors import ModelConfigError
 from serving.metrics import ServingMetrics
 

@@ -9,15 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from serving.backends.base import ComputeTimings
-from serving.metrics import (
-    UNKNOWN,
-    BucketCounts,
-    GpuReading,
-    PredictionCounts,
-    ServingMetrics,
-    model_label,
-    start_metrics_http,
-)
+from serving.metrics import UNKNOWN, ServingMetrics, model_label, start_metrics_http
+from serving.metrics_gpu import GpuReading
+from serving.metrics_predictions import BucketCounts, PredictionCounts
 
 
 class FakeGpu:
