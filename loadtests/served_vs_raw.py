@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  raw    batch 1  : {raw1_rps:10.0f} rows/s   p50 {raw1_p50 * 1e3:8.3f} ms")
     print(f"  raw    batch {args.batch:<3}: {rawb_rps:10.0f} rows/s")
     print(
-        f"  served c={args.concurrency:<3} 1 row: {served_rps:10.0f} rows/s   p50 {served_p50 * 1e3:8.3f} ms   errors {errors}"
+        f"  served c={args.concurrency:<3} 1 row: {served_rps:10.0f} rows/s   "
+        f"p50 {served_p50 * 1e3:8.3f} ms   errors {errors}"
     )
     print(f"  served / raw batch 1       : {served_rps / raw1_rps:6.2f}x throughput")
     print(f"  served / raw batch {args.batch:<3}     : {served_rps / rawb_rps:6.2f}x throughput")
