@@ -37,11 +37,10 @@ def raw_runner(model_file: Path, input_name: str) -> RawRunner:
         return lambda x: session.run(None, {input_name: x})
     import torch
 
-    module = (
-        torch.jit.load(str(model_file))
-        if model_file.suffix == ".pt"
-        else torch.export.load(str(model_file)).module()
-    )
+    if model_file.suffix == ".pt":
+        module = torch.jit.load(str(model_file))  # type: ignore[no-untyped-call]
+    else:
+        module = torch.export.load(str(model_file)).module()
 
     def run(x: np.ndarray) -> Any:
         with torch.inference_mode():
