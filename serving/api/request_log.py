@@ -1,0 +1,104 @@
+"""Every finished inference request, once: `serving_requests_total` by status code, the end-to-end latency
+histogram, and the sampled access log.
+
+Labels stay bounded: a successful reply names the model and version that served it (the registry's);
+for a failed request the client's names are kept only when the registry holds that model (and version),
+else they become `_unknown` (serving.metrics.model_label), so random names cannot create series.
+
+Access log: logger `serving.access`, one line per request for a fraction `sample_rate` of successful
+requests and for every failed one, with the fields `request_id` (the request's `id`, else the
+`x-request-id` metadata), `model`, `version`, `code` and `latency_ms`. They are in the text line and,
+for `--log-format json`, top-level JSON keys (the record's `fields`, serving.cli.JsonFormatter).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+
+from serving.metrics import UNKNOWN, ServingMetrics, model_label
+from serving.proto import inference_pb2 as pb
+from serving.registry import ModelRegistry
+
+access_log = logging.getLogger("serving.access")
+
+REQUEST_ID_METADATA = "x-request-id"
+Metadata = Callable[[], Sequence[tuple[str, Any]] | None]
+
+
+def request_labels(registry: ModelRegistry, model: str, version: str) -> tuple[str, str]:
+    """Bounded (model, version) labels for a request that failed before a version answered it."""
+    name = model_label(model, registry.model_names())
+    if name == UNKNOWN:
+        return UNKNOWN, UNKNOWN
+    versions = {str(v.version) for v in registry.all_versions() if v.name == name}
+    return name, model_label(version, versions)
+
+
+class RequestRecorder:
+    def __init__(
+        self,
+        metrics: ServingMetrics | None,
+        registry: ModelRegistry,
+        *,
+        sample_rate: float,
+        rng: random.Random | None = None,
+        logger: logging.Logger = access_log,
+    ) -> None:
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ValueError(f"access log sample rate must be within [0, 1], got {sample_rate}")
+        self._metrics = metrics
+        self._registry = registry
+        self._sample_rate = sample_rate
+        self._rng = rng or random.Random()
+        self._log = logger
+
+    def finished(
+        self,
+        request: pb.ModelInferRequest,
+        reply: pb.ModelInferResponse | None,
+        code: grpc.StatusCode,
+        seconds: float,
+        metadata: Metadata,
+    ) -> None:
+        """Record one request; `reply` is None (or has no model name) when it failed."""
+        if reply is not None and reply.model_name:
+            model, version = reply.model_name, reply.model_version
+        else:
+            model, version = request_labels(self._registry, request.model_name, request.model_version)
+        if self._metrics is not None:
+            self._metrics.request_finished(model, version, code.name, seconds)
+        sampled = code is not grpc.StatusCode.OK or self._rng.random() < self._sample_rate
+        if sampled and self._log.isEnabledFor(logging.INFO):
+            self._write(request, model, version, code, seconds, metadata)
+
+    def _write(
+        self,
+        request: pb.ModelInferRequest,
+        model: str,
+        version: str,
+        code: grpc.StatusCode,
+        seconds: float,
+        metadata: Metadata,
+    ) -> None:
+        fields = {
+            "request_id": request.id or _metadata_value(metadata(), REQUEST_ID_METADATA) or "-",
+            # an unknown model keeps the client's name here (quoted, cut short): log lines are not series
+            "model": repr(request.model_name[:64]) if model == UNKNOWN else model,
+            "version": version,
+            "code": code.name,
+            "latency_ms": round(seconds * 1e3, 3),
+        }
+        text = " ".join(f"{key}={value}" for key, value in fields.items())
+        self._log.info("access %s", text, extra={"fields": fields})
+
+
+def _metadata_value(metadata: Sequence[tuple[str, Any]] | None, key: str) -> str:
+    for name, value in metadata or ():
+        if name == key:
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return ""
