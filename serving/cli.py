@@ -1,4 +1,4 @@
-"""The `serving` command: `serving serve`, `serving models build`.
+"""The `serving` command: `serving serve`, `serving models build`, `serving ctl …` (serving/ctl.py).
 
 Flags use Triton's names where Triton has the flag; every flag also reads `SERVING_<FLAG>` from the
 environment (e.g. SERVING_GRPC_PORT), flags winning.
@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from serving import ctl
 from serving.config import LOG_FORMATS, MODEL_CONTROL_MODES, ServerSettings
 
 
@@ -48,6 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--load-model", action="append", default=[], help="explicit mode: load only these at start"
     )
     serve.add_argument(
+        "--repository-poll-secs",
+        type=float,
+        default=float(_env("repository_poll_secs", 15.0)),
+        help="poll mode: seconds between repository scans",
+    )
+    serve.add_argument(
+        "--admin-port",
+        type=int,
+        default=None if _env("admin_port", None) is None else int(_env("admin_port", 0)),
+        help="serve the admin API on its own port (default: on the gRPC port)",
+    )
+    serve.add_argument(
+        "--admin-host", default=_env("admin_host", "127.0.0.1"), help="address of --admin-port"
+    )
+    serve.add_argument(
+        "--admin-token-file",
+        type=Path,
+        default=_env("admin_token_file", None),
+        help="admin calls need 'authorization: Bearer <token in this file>'",
+    )
+    serve.add_argument(
         "--max-message-bytes", type=int, default=int(_env("max_message_bytes", 64 * 1024 * 1024))
     )
     serve.add_argument(
@@ -55,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-format", choices=LOG_FORMATS, default=_env("log_format", "text"))
     serve.add_argument("--log-level", default=_env("log_level", "INFO"))
+    serve.add_argument(
+        "--access-log-sample-rate",
+        type=float,
+        default=float(_env("access_log_sample_rate", 0.01)),
+        help="fraction (0..1) of successful requests written to the access log; failed ones always are",
+    )
+    serve.add_argument(
+        "--drift-interval",
+        type=float,
+        default=float(_env("drift_interval", 10.0)),
+        help="seconds between drift score computations",
+    )
+
+    ctl.add_parser(sub)
 
     models = sub.add_parser("models", help="example model repository")
     models_sub = models.add_subparsers(dest="models_command", required=True)
@@ -72,6 +108,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        fields = getattr(record, "fields", None)  # structured fields, e.g. the access log's
+        if isinstance(fields, dict):
+            entry.update({k: v for k, v in fields.items() if k not in entry})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -100,6 +139,12 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         grace_period_s=args.grace_period,
         log_format=args.log_format,
         log_level=args.log_level,
+        access_log_sample_rate=args.access_log_sample_rate,
+        drift_interval_s=args.drift_interval,
+        repository_poll_secs=args.repository_poll_secs,
+        admin_port=args.admin_port,
+        admin_host=args.admin_host,
+        admin_token_file=None if args.admin_token_file is None else Path(args.admin_token_file),
     )
 
 
@@ -146,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "models":
         return build_models(args.model_repository, args.force)
+    if args.command == "ctl":
+        return ctl.run(args)
     try:
         settings = settings_from(args)
     except ValueError as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MODEL_CONTROL_MODES = ("none", "explicit")
+MODEL_CONTROL_MODES = ("none", "explicit", "poll")
 LOG_FORMATS = ("text", "json")
 
 
@@ -22,12 +22,23 @@ class ServerSettings:
     grace_period_s: float = 30.0
     log_format: str = "text"
     log_level: str = "INFO"
+    access_log_sample_rate: float = 0.01  # fraction of successful requests in the access log; errors: all
+    drift_interval_s: float = 10.0  # how often drift scores are computed (off the request path)
+    repository_poll_secs: float = 15.0  # poll mode: how often the repository is scanned
+    admin_port: int | None = None  # None = the admin service shares the gRPC port; 0 = any free port
+    admin_host: str = "127.0.0.1"  # where a separate admin port binds
+    admin_token_file: Path | None = None  # admin calls need `authorization: Bearer <token>` when set
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.model_repository.is_dir():
             raise ValueError(f"model_repository: {self.model_repository} is not a directory")
-        for name, port in (("grpc_port", self.grpc_port), ("metrics_port", self.metrics_port)):
+        ports = (
+            ("grpc_port", self.grpc_port),
+            ("metrics_port", self.metrics_port),
+            ("admin_port", self.admin_port),
+        )
+        for name, port in ports:
             if port is not None and not 0 <= port <= 65535:
                 raise ValueError(f"{name}: {port} is not a port number")
         if self.model_control_mode not in MODEL_CONTROL_MODES:
@@ -40,3 +51,12 @@ class ServerSettings:
             raise ValueError(f"max_message_bytes: {self.max_message_bytes} is too small (minimum 1024)")
         if self.grace_period_s < 0:
             raise ValueError(f"grace_period_s: must be >= 0, got {self.grace_period_s}")
+        if not self.repository_poll_secs > 0:
+            raise ValueError(f"repository_poll_secs: must be > 0, got {self.repository_poll_secs}")
+        if self.admin_token_file is not None and not self.admin_token_file.is_file():
+            raise ValueError(f"admin_token_file: {self.admin_token_file} is not a file")
+        if not 0.0 <= self.access_log_sample_rate <= 1.0:
+            rate = self.access_log_sample_rate
+            raise ValueError(f"access_log_sample_rate: must be within [0, 1], got {rate}")
+        if not self.drift_interval_s > 0:
+            raise ValueError(f"drift_interval_s: must be > 0, got {self.drift_interval_s}")

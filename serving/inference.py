@@ -22,6 +22,7 @@ class InferenceRequest:
     inputs: dict[str, Array]
     requested_outputs: tuple[str, ...] = ()  # empty = every output
     parameters: dict[str, ParamValue] = field(default_factory=dict)
+    routing_key: str = ""  # sticky routing: the `routing_key` parameter or `x-routing-key` metadata
 
     def rows(self, spec: ModelSpec) -> int:
         """Rows in a batching model's request (its batch dimension); 1 for a non-batching model."""
@@ -36,6 +37,7 @@ class InferenceResponse:
     model_version: str
     id: str
     outputs: dict[str, Array]
+    output_datatypes: dict[str, str] = field(default_factory=dict)  # output name → KServe datatype
 
 
 def validate_request(spec: ModelSpec, request: InferenceRequest) -> None:

@@ -14,7 +14,7 @@ core calls its narrow methods. Series read at scrape time have their own collect
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import Callable, Container, Mapping
 from typing import Literal
 from wsgiref.simple_server import WSGIServer
 
@@ -108,7 +108,10 @@ class ServingMetrics:
             registry=r,
         )
         self._in_flight = Gauge(
-            "serving_in_flight_requests", "Requests received, not yet answered.", _MV, registry=r
+            "serving_in_flight_requests",
+            "Requests queued or executing in a version's batcher.",
+            _MV,
+            registry=r,
         )
         self._routed = Counter(
             "serving_routed_requests_total", "Requests the router sent to a version.", _MV, registry=r
@@ -251,6 +254,29 @@ class ServingMetrics:
         for candidate in VERSION_STATES:
             self._state.labels(model, version, candidate).set(1.0 if candidate == state else 0.0)
 
+    def watch_version(
+        self,
+        model: str,
+        version: str,
+        *,
+        state: Callable[[], str],
+        queue_depth: Callable[[], int],
+        in_flight: Callable[[], int],
+        queue_capacity: int,
+        traffic_weight: Callable[[], float] | None = None,
+    ) -> None:
+        """Read the version's state, queue depth, in-flight count (and traffic share) at scrape time, so
+        nothing is counted per request; a later call for the same labels replaces the functions.
+        `queue_capacity` 0 = unbounded (not exported)."""
+        for candidate in VERSION_STATES:
+            self._state.labels(model, version, candidate).set_function(_one_hot(state, candidate))
+        self._queue_depth.labels(model, version).set_function(queue_depth)
+        self._in_flight.labels(model, version).set_function(in_flight)
+        if queue_capacity > 0:
+            self._queue_capacity.labels(model, version).set(queue_capacity)
+        if traffic_weight is not None:
+            self._weight.labels(model, version).set_function(traffic_weight)
+
     def forget_version(self, model: str, version: str) -> None:
         """Remove every series of an unloaded version (its state too: call this after UNLOADED is scraped,
         or not at all if dashboards should keep showing it)."""
@@ -315,6 +341,10 @@ class ServingMetrics:
     def watch_predictions(self, source: PredictionSource) -> None:
         """Export `source`'s prediction distributions at every scrape (nothing counted per request here)."""
         self._predictions.add(source)
+
+
+def _one_hot(state: Callable[[], str], candidate: str) -> Callable[[], float]:
+    return lambda: 1.0 if state() == candidate else 0.0
 
 
 def start_metrics_http(registry: CollectorRegistry, host: str, port: int) -> tuple[WSGIServer, int]:

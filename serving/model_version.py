@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from serving.backends.base import Backend, ComputeTimings, Placement
+from serving.backends.base import Backend, Placement
 from serving.batching import BatchingPolicy, DynamicBatcher
 from serving.errors import ModelConfigError, ServingError, Unavailable
 from serving.inference import InferenceRequest
+from serving.observability import Telemetry
 from serving.repository import ModelSpec, TensorSpec, VersionSource
 from serving.stats import VersionStats
 from serving.types import Array
@@ -54,22 +55,14 @@ def batching_policy(spec: ModelSpec) -> BatchingPolicy:
     )
 
 
-class _StatsObserver:
-    def __init__(self, stats: VersionStats) -> None:
-        self._stats = stats
-
-    def on_batch(
-        self, rows: int, requests: int, timings: ComputeTimings | None, error: BaseException | None
-    ) -> None:
-        if timings is not None and error is None:
-            self._stats.batch_executed(rows, timings)
-
-    def on_rejected(self, reason: str) -> None:
-        pass
-
-
 class ModelVersion:
-    def __init__(self, spec: ModelSpec, source: VersionSource, placements: Sequence[Placement]) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        source: VersionSource,
+        placements: Sequence[Placement],
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.spec = spec
         self.source = source
         self.version = source.version
@@ -77,6 +70,8 @@ class ModelVersion:
         self.state = VersionState.LOADING
         self.reason = ""
         self.stats = VersionStats()
+        # Feeds self.stats (ModelStatistics) and, with the server's Telemetry, /metrics and drift.
+        self.observer = (telemetry or Telemetry()).observer_for(self)
         self.load_seconds = 0.0
         self.file_mtime_ns = source.model_file.stat().st_mtime_ns
         self._backends: list[Backend] = []
@@ -109,6 +104,7 @@ class ModelVersion:
         """Load every instance, warm each up, then start the batcher; ends READY or FAILED."""
         started = time.perf_counter()
         try:
+            self.observer.started()
             for placement in self.placements:
                 backend = await asyncio.to_thread(loader, self.source, self.spec, placement)
                 self._backends.append(backend)
@@ -124,7 +120,7 @@ class ModelVersion:
             self._batcher = DynamicBatcher(
                 self._backends,
                 batching_policy(self.spec),
-                observer=_StatsObserver(self.stats),
+                observer=self.observer,
                 name=self.describe(),
             )
             await self._batcher.start()
@@ -133,6 +129,7 @@ class ModelVersion:
             return
         self.load_seconds = time.perf_counter() - started
         self.state = VersionState.READY
+        self.observer.loaded(self.load_seconds)
         devices = ", ".join(p.device for p in self.placements)
         log.info(
             "%s: READY on [%s] (%s) in %.2fs", self.describe(), devices, self.platform, self.load_seconds
@@ -143,6 +140,7 @@ class ModelVersion:
         self.reason = str(exc) if isinstance(exc, ServingError) else f"{type(exc).__name__}: {exc}"
         log.error("%s: FAILED: %s", self.describe(), self.reason)
         self._close_backends()
+        self.observer.failed()
 
     def _warm_up(self, backend: Backend) -> None:
         inputs = {t.name: _zeros(t, self.spec.max_batch_size > 0) for t in self.spec.inputs}
@@ -165,9 +163,9 @@ class ModelVersion:
         try:
             result = await batcher.infer(request.inputs, deadline=deadline, timeout_s=timeout_s)
         except BaseException:
-            self.stats.request_failed(time.perf_counter_ns() - started)
+            self.observer.request_failed(time.perf_counter_ns() - started)
             raise
-        self.stats.request_succeeded(time.perf_counter_ns() - started, result.queue_ns, result.timings)
+        self.observer.request_succeeded(time.perf_counter_ns() - started, result)
         wanted = request.requested_outputs
         return {k: v for k, v in result.outputs.items() if not wanted or k in wanted}
 
@@ -181,6 +179,7 @@ class ModelVersion:
             await self._batcher.close()
         self._close_backends()
         self.state = VersionState.UNLOADED
+        self.observer.unloaded()
         log.info("%s: UNLOADED", self.describe())
 
     def _close_backends(self) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from serving.backends.base import Backend, Placement
 from serving.errors import ModelConfigError, NotFound, Unavailable
 from serving.model_version import ModelVersion, VersionState
+from serving.observability import Telemetry
 from serving.repository import ModelRepository, ModelSpec, VersionSource, select_versions, version_source
 
 log = logging.getLogger("serving.lifecycle")
@@ -39,6 +40,8 @@ class Model:
     versions: dict[int, ModelVersion] = field(default_factory=dict)
     failures: dict[int, str] = field(default_factory=dict)  # version → why its latest load failed
     error: str = ""  # why the model as a whole could not be read (bad config.pbtxt)
+    # Instances that left routing (hot swapped or out of the version policy): DRAINING, then UNLOADED.
+    retired: dict[int, ModelVersion] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def ready_versions(self) -> list[ModelVersion]:
@@ -46,10 +49,17 @@ class Model:
 
 
 class ModelRegistry:
-    def __init__(self, repository: ModelRepository, loader: BackendLoader, planner: PlacementPlanner) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        loader: BackendLoader,
+        planner: PlacementPlanner,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.repository = repository
         self._loader = loader
         self._planner = planner
+        self._telemetry = telemetry  # versions' statistics, metrics and drift (serving/observability.py)
         self._models: dict[str, Model] = {}
 
     # ---- lookups -------------------------------------------------------------------------------
@@ -64,6 +74,10 @@ class ModelRegistry:
                 raise Unavailable(f"model '{name}' is not loaded")
             raise NotFound(f"unknown model '{name}'")
         return model
+
+    def loaded_model(self, name: str) -> Model | None:
+        """`name`'s versions if the registry holds the model (loaded, or failed to), else None."""
+        return self._models.get(name)
 
     def _repository_names(self) -> list[str]:
         try:
@@ -80,13 +94,24 @@ class ModelRegistry:
                 why = f": {model.error}" if model.error else ""
                 raise Unavailable(f"model '{name}' has no ready version{why}")
             return ready[-1]
-        if not version.isdigit() or int(version) not in model.versions:
-            known = sorted(model.versions)
-            raise NotFound(f"model '{name}' has no version '{version}' (loaded versions: {known})")
-        found = model.versions[int(version)]
+        number = int(version) if version.isdigit() else 0
+        found = model.versions.get(number)
+        if found is None:
+            raise self._not_serving(model, version, number)
         if not found.ready:
             raise Unavailable(f"model '{name}' version {version} is not ready ({found.state.value})")
         return found
+
+    @staticmethod
+    def _not_serving(model: Model, version: str, number: int) -> NotFound | Unavailable:
+        """A version that exists but cannot serve (FAILED, DRAINING, UNLOADED): unavailable; else: unknown."""
+        where = f"model '{model.name}' version {version}"
+        if number in model.failures:
+            return Unavailable(f"{where} is not ready (FAILED: {model.failures[number]})")
+        if number in model.retired:
+            return Unavailable(f"{where} is not ready ({model.retired[number].state.value})")
+        known = sorted(model.versions)
+        return NotFound(f"model '{model.name}' has no version '{version}' (loaded versions: {known})")
 
     def is_ready(self, name: str, version: str = "") -> bool:
         try:
@@ -115,6 +140,9 @@ class ModelRegistry:
             for number, reason in sorted(model.failures.items()):
                 if number not in model.versions:
                     entries.append(IndexEntry(name, str(number), VersionState.FAILED.value, reason))
+            for number, version in sorted(model.retired.items()):
+                if number not in model.versions and number not in model.failures:
+                    entries.append(IndexEntry(name, str(number), version.state.value, version.reason))
         return entries
 
     def all_versions(self) -> list[ModelVersion]:
@@ -139,10 +167,12 @@ class ModelRegistry:
                 available = self._available_versions(spec)
             except ModelConfigError as exc:
                 model.error = str(exc)
-                log.error("model '%s' not loaded: %s", name, exc)
                 if not model.versions:
+                    log.error("model '%s' not loaded: %s", name, exc)
                     raise
-                return
+                serving = sorted(model.versions)
+                log.error("model '%s' not reloaded, versions %s serve on: %s", name, serving, exc)
+                raise ModelConfigError(f"{exc} (the versions loaded before, {serving}, serve on)") from None
             model.error = ""
             wanted = select_versions(spec.config.version_policy, available)
             retired = await self._load_versions(model, spec, wanted)
@@ -150,6 +180,8 @@ class ModelRegistry:
             stale = [v for n, v in model.versions.items() if n not in wanted]
             for version in stale:
                 del model.versions[version.version]
+            for version in retired + stale:
+                model.retired[version.version] = version
             model.failures = {n: r for n, r in model.failures.items() if n in wanted}
             failures = [f"version {n}: {model.failures[n]}" for n in wanted if n in model.failures]
         await asyncio.gather(*(v.drain_and_unload() for v in retired + stale))
@@ -195,7 +227,7 @@ class ModelRegistry:
             model.failures[number] = str(exc)
             log.error("model '%s' version %d FAILED: %s", model.name, number, exc)
             return None
-        version = ModelVersion(spec, source, placements)
+        version = ModelVersion(spec, source, placements, self._telemetry)
         await version.load(self._loader)
         if version.state is not VersionState.READY:
             model.failures[number] = version.reason

@@ -1,7 +1,12 @@
 """Assembling the server: `create_server(settings)` builds every part and injects it; nothing global.
 
-Shutdown order: stop taking new RPCs (and report not ready) → let running RPCs finish within the
-grace period → drain every batcher → unload models.
+The admin service (serving.admin.ModelAdmin) shares the gRPC port unless `admin_port` gives it its own
+server on `admin_host`; with `admin_token_file`, an interceptor guards the admin calls on both.
+
+Shutdown order: stop polling the repository → stop taking new RPCs (and report not ready) → let running
+RPCs finish within the grace period → let shadow copies finish → drain every batcher → unload models
+→ stop the drift engine and /metrics. Observability (metrics, drift, health, reflection, access log) is
+assembled in serving/api/monitoring.py.
 """
 
 from __future__ import annotations
@@ -9,21 +14,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.process_collector import ProcessCollector
+from prometheus_client import CollectorRegistry
 
+from serving.api.admin_servicer import ModelAdminServicer
+from serving.api.auth import AdminTokenInterceptor, read_token
 from serving.api.inference_servicer import InferenceServicer
+from serving.api.monitoring import Monitoring
 from serving.backends.base import Backend, Placement
 from serving.backends.devices import DeviceInventory, detect_inventory, plan_placements
 from serving.backends.loader import create_backend, gpu_capable
 from serving.config import ServerSettings
 from serving.dataplane import DataPlane
-from serving.proto import inference_pb2_grpc
+from serving.model_admin import ModelAdmin
+from serving.model_control import POLL, ModelControl
+from serving.policy_store import PolicyStore
+from serving.proto import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
 from serving.registry import ModelRegistry
 from serving.repository import ModelRepository, ModelSpec, VersionSource
+from serving.repository_poller import RepositoryPoller, scan_repository
+from serving.shadow import ShadowRunner
+from serving.traffic import TrafficControl
 
 log = logging.getLogger("serving.server")
 
@@ -32,6 +44,7 @@ log = logging.getLogger("serving.server")
 class BoundPorts:
     grpc: int
     metrics: int | None
+    admin: int | None = None  # None: the admin service is on the gRPC port
 
 
 class ServingServer:
@@ -39,22 +52,58 @@ class ServingServer:
         self.settings = settings
         self.inventory = inventory or detect_inventory()
         self.metrics_registry = CollectorRegistry()
-        ProcessCollector(registry=self.metrics_registry)
+        self.monitoring = Monitoring(
+            self.metrics_registry,
+            drift_interval_s=settings.drift_interval_s,
+            access_log_sample_rate=settings.access_log_sample_rate,
+        )
+        metrics = self.monitoring.metrics
         self.registry = ModelRegistry(
-            ModelRepository(settings.model_repository), self._load_backend, self._plan
+            ModelRepository(settings.model_repository),
+            self._load_backend,
+            self._plan,
+            self.monitoring.telemetry,
         )
         self.ready = asyncio.Event()
-        self._grpc = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-                ("grpc.so_reuseport", 0),
-            ]
+        self.traffic = TrafficControl(PolicyStore(settings.model_repository), observer=metrics)
+        self.shadows = ShadowRunner(observer=metrics)
+        self.monitoring.attach(self.registry, self.ready, self.traffic)
+        self.control = ModelControl(
+            self.registry, self.traffic, self.shadows, mode=settings.model_control_mode
         )
-        servicer = InferenceServicer(self.registry, DataPlane(self.registry), self.ready)
+        self._poller = (
+            RepositoryPoller(
+                settings.model_repository, self.control, self.traffic, settings.repository_poll_secs
+            )
+            if settings.model_control_mode == POLL
+            else None
+        )
+        self._grpc = self._grpc_server()
+        dataplane = DataPlane(self.registry, self.traffic, self.shadows)
+        servicer = InferenceServicer(
+            self.registry, dataplane, self.ready, self.control, requests=self.monitoring.requests
+        )
         inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._grpc)  # type: ignore[no-untyped-call]
+        self._admin_grpc = self._grpc if settings.admin_port is None else self._grpc_server()
+        admin = ModelAdminServicer(ModelAdmin(self.registry, self.traffic, self.shadows))
+        admin_pb2_grpc.add_ModelAdminServicer_to_server(admin, self._admin_grpc)  # type: ignore[no-untyped-call]
+        services = [inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]]
+        if self._admin_grpc is self._grpc:
+            services += admin_pb2.DESCRIPTOR.services_by_name.values()
+        self.monitoring.add_services(self._grpc, services)  # grpc.health.v1 and reflection
         self.ports = BoundPorts(grpc=0, metrics=None)
-        self._metrics_http: Any = None
+
+    def _grpc_server(self) -> grpc.aio.Server:
+        token_file = self.settings.admin_token_file
+        interceptors = [AdminTokenInterceptor(read_token(token_file))] if token_file is not None else []
+        return grpc.aio.server(
+            interceptors=[*self.monitoring.interceptors(), *interceptors],
+            options=[
+                ("grpc.max_receive_message_length", self.settings.max_message_bytes),
+                ("grpc.max_send_message_length", self.settings.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
 
     def _plan(self, spec: ModelSpec, source: VersionSource) -> list[Placement]:
         capable = gpu_capable(source.platform, self.inventory)
@@ -82,43 +131,47 @@ class ServingServer:
         self.ports.grpc = self._grpc.add_insecure_port(address)
         if self.ports.grpc == 0:
             raise OSError(f"cannot bind gRPC on {address}")
-        if self.settings.metrics_port is not None:
-            server, _thread = start_http_server(
-                self.settings.metrics_port, addr=self.settings.host, registry=self.metrics_registry
-            )
-            self._metrics_http = server
-            self.ports.metrics = int(server.server_port)
+        if self.settings.admin_port is not None:
+            admin_address = f"{self.settings.admin_host}:{self.settings.admin_port}"
+            self.ports.admin = self._admin_grpc.add_insecure_port(admin_address)
+            if self.ports.admin == 0:
+                raise OSError(f"cannot bind the admin service on {admin_address}")
+        self.ports.metrics = self.monitoring.start(self.settings.host, self.settings.metrics_port)
         await self._grpc.start()
+        if self._admin_grpc is not self._grpc:
+            await self._admin_grpc.start()
         log.info("gRPC listening on %s:%d, devices: %s", self.settings.host, self.ports.grpc, self.inventory)
         await self._initial_load()
         self.ready.set()
         log.info(
-            "ready grpc=%s:%d metrics=%s",
+            "ready grpc=%s:%d metrics=%s admin=%s",
             self.settings.host,
             self.ports.grpc,
             f"{self.settings.host}:{self.ports.metrics}" if self.ports.metrics else "off",
+            f"{self.settings.admin_host}:{self.ports.admin}" if self.ports.admin else "grpc",
         )
         return self.ports
 
     async def _initial_load(self) -> None:
-        if self.settings.load_models:
-            results = await asyncio.gather(
-                *(self.registry.load(name) for name in self.settings.load_models), return_exceptions=True
-            )
-            for name, result in zip(self.settings.load_models, results, strict=True):
-                if isinstance(result, BaseException):
-                    log.error("--load-model %s: %s", name, result)
-        else:
-            await self.registry.load_all()
+        if self._poller is None:
+            await self.control.load_startup(self.settings.load_models)
+            return
+        snapshot = await asyncio.to_thread(scan_repository, self.settings.model_repository)
+        await self.control.load_startup(sorted(snapshot))
+        self._poller.prime(snapshot)
+        self._poller.start()
 
     async def stop(self, grace_s: float | None = None) -> None:
         grace = self.settings.grace_period_s if grace_s is None else grace_s
+        if self._poller is not None:
+            await self._poller.stop()
         self.ready.clear()
-        await self._grpc.stop(grace)
+        self.monitoring.begin_shutdown()  # health: NOT_SERVING, watches end
+        servers = {id(s): s for s in (self._grpc, self._admin_grpc)}.values()
+        await asyncio.gather(*(server.stop(grace) for server in servers))
+        await self.shadows.close()
         await self.registry.close()
-        if self._metrics_http is not None:
-            shutdown = self._metrics_http.shutdown
-            await asyncio.to_thread(shutdown)
+        await self.monitoring.stop()
         log.info("stopped")
 
     async def wait_for_termination(self) -> None:

@@ -19,6 +19,8 @@ from serving.inference import InferenceRequest, InferenceResponse, ParamValue
 from serving.proto import inference_pb2 as pb
 from serving.types import V2_TO_NUMPY, Array, numpy_to_v2
 
+ROUTING_KEY_PARAMETER = "routing_key"  # sticky routing (see docs/traffic-policy.md)
+
 # datatype → the InferTensorContents field that carries it when typed.
 CONTENTS_FIELD: dict[str, str] = {
     "BOOL": "bool_contents",
@@ -45,8 +47,9 @@ def decode_parameters(params: Mapping[str, pb.InferParameter]) -> dict[str, Para
     return decoded
 
 
-def decode_request(request: pb.ModelInferRequest) -> InferenceRequest:
-    """Raise InvalidInput, naming the input, when a tensor's bytes do not match its shape and datatype."""
+def decode_request(request: pb.ModelInferRequest, routing_key: str = "") -> InferenceRequest:
+    """Raise InvalidInput, naming the input, when a tensor's bytes do not match its shape and datatype.
+    `routing_key` (from `x-routing-key` metadata) applies unless the request has a `routing_key` parameter."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput(
@@ -57,14 +60,25 @@ def decode_request(request: pb.ModelInferRequest) -> InferenceRequest:
         if tensor.name in inputs:
             raise InvalidInput(f"input '{tensor.name}' is given twice")
         inputs[tensor.name] = _decode_tensor(tensor, raw[i] if raw else None)
+    parameters = decode_parameters(request.parameters)
     return InferenceRequest(
         model_name=request.model_name,
         model_version=request.model_version,
         id=request.id,
         inputs=inputs,
         requested_outputs=tuple(o.name for o in request.outputs),
-        parameters=decode_parameters(request.parameters),
+        parameters=parameters,
+        routing_key=_routing_key(parameters) or routing_key,
     )
+
+
+def _routing_key(parameters: Mapping[str, ParamValue]) -> str:
+    value = parameters.get(ROUTING_KEY_PARAMETER)
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidInput(f"parameter '{ROUTING_KEY_PARAMETER}' must be a string, got {value!r}")
+    return str(value)
 
 
 def _decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> Array:

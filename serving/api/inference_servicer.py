@@ -14,9 +14,10 @@ import grpc
 
 from serving import SERVER_NAME, __version__
 from serving.api.codec import decode_request, encode_response
-from serving.api.status import grpc_errors, message_of
+from serving.api.request_log import RequestRecorder
+from serving.api.status import grpc_errors, message_of, status_of
 from serving.dataplane import DataPlane
-from serving.errors import NotFound
+from serving.model_control import ModelControl
 from serving.model_version import ModelVersion
 from serving.proto import inference_pb2 as pb
 from serving.proto import inference_pb2_grpc
@@ -24,13 +25,24 @@ from serving.proto import model_config_pb2 as mc
 from serving.registry import ModelRegistry
 from serving.stats import Duration
 
+ROUTING_KEY_METADATA = "x-routing-key"
 EXTENSIONS = ("model_repository", "model_configuration", "statistics", "binary_tensor_data", "parameters")
 
 
 class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, registry: ModelRegistry, dataplane: DataPlane, ready: asyncio.Event) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        dataplane: DataPlane,
+        ready: asyncio.Event,
+        control: ModelControl | None = None,
+        *,
+        requests: RequestRecorder | None = None,
+    ) -> None:
         self._registry = registry
         self._dataplane = dataplane
+        self._control = control or ModelControl(registry)
+        self._requests = requests  # records each streamed request (unary ones: the interceptor)
         self._ready = ready  # set once the startup load finished; cleared when shutting down
 
     # ---- health and metadata ------------------------------------------------------------------
@@ -91,12 +103,13 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        return await self._infer(request, _deadline(context))
+        return await self._infer(request, _deadline(context), _routing_key(context))
 
-    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
-        response = await self._dataplane.infer(decode_request(request), deadline)
-        version = self._registry.resolve(response.model_name, response.model_version)
-        return encode_response(response, {t.name: t.datatype for t in version.spec.outputs})
+    async def _infer(
+        self, request: pb.ModelInferRequest, deadline: float | None, routing_key: str = ""
+    ) -> pb.ModelInferResponse:
+        response = await self._dataplane.infer(decode_request(request, routing_key), deadline)
+        return encode_response(response, response.output_datatypes)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
@@ -106,13 +119,20 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         tasks: set[asyncio.Task[None]] = set()
 
         async def run(request: pb.ModelInferRequest) -> None:
+            started, code = time.perf_counter(), grpc.StatusCode.OK
             try:
                 reply = pb.ModelStreamInferResponse(
-                    infer_response=await self._infer(request, _deadline(context))
+                    infer_response=await self._infer(request, _deadline(context), _routing_key(context))
                 )
             except Exception as exc:
                 reply = pb.ModelStreamInferResponse(
                     error_message=message_of(exc), infer_response=pb.ModelInferResponse(id=request.id)
+                )
+                code = status_of(exc)
+            if self._requests is not None:
+                elapsed = time.perf_counter() - started
+                self._requests.finished(
+                    request, reply.infer_response, code, elapsed, context.invocation_metadata
                 )
             await replies.put(reply)
 
@@ -168,17 +188,23 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
         # Parameters such as Triton's `config` override are not supported; unknown ones are ignored.
-        if request.model_name not in self._registry.repository.model_names():
-            raise NotFound(f"no model '{request.model_name}' in the model repository")
-        await self._registry.load(request.model_name)
+        await self._control.request_load(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     @grpc_errors
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryModelUnloadResponse:
-        await self._registry.unload(request.model_name)
+        await self._control.request_unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+
+def _routing_key(context: grpc.aio.ServicerContext) -> str:
+    """The `x-routing-key` metadata (sticky routing), or ""."""
+    for key, value in context.invocation_metadata() or ():
+        if key == ROUTING_KEY_METADATA and isinstance(value, str):
+            return value
+    return ""
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
