@@ -20,6 +20,7 @@ from loadtests.stats import wilson_interval
 
 PERCENTILES: dict[str, float] = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
 SPLIT_CHECK_CONFIDENCE = 0.99
+WINDOW_SLACK_S = 1e-9  # index * interval_s is not exact in binary floating point
 
 
 def ms(ns: float) -> float | None:
@@ -111,11 +112,13 @@ class TargetResult:
         self.totals.last_completion_s = max(self.totals.last_completion_s, totals.last_completion_s)
 
     def window(self, start_s: float, end_s: float) -> IntervalStats:
-        """Merged stats of requests intended within [start_s, end_s), at interval granularity."""
+        """Merged stats of requests intended within [start_s, end_s), at interval granularity: the
+        intervals that lie wholly inside it. One that straddles a bound (the interval an action starts
+        in) belongs to neither side, so requests sent after an action never count as before it."""
         merged = IntervalStats()
         for index, stats in self.intervals.items():
             t = index * self.interval_s
-            if start_s <= t < end_s:
+            if start_s <= t + WINDOW_SLACK_S and t + self.interval_s <= end_s + WINDOW_SLACK_S:
                 merged.merge(stats)
         return merged
 
