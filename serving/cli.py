@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction (0..1) of successful requests written to the access log; failed ones always are",
     )
     serve.add_argument(
+        "--torch-threads",
+        type=int,
+        default=_env("torch_threads", None),
+        help="torch's intra-op CPU threads, for every PyTorch model in the process (default: torch's)",
+    )
+    serve.add_argument(
         "--drift-interval",
         type=float,
         default=float(_env("drift_interval", 10.0)),
@@ -141,6 +147,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         log_level=args.log_level,
         access_log_sample_rate=args.access_log_sample_rate,
         drift_interval_s=args.drift_interval,
+        torch_threads=None if args.torch_threads is None else int(args.torch_threads),
         repository_poll_secs=args.repository_poll_secs,
         admin_port=args.admin_port,
         admin_host=args.admin_host,

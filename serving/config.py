@@ -24,6 +24,7 @@ class ServerSettings:
     log_level: str = "INFO"
     access_log_sample_rate: float = 0.01  # fraction of successful requests in the access log; errors: all
     drift_interval_s: float = 10.0  # how often drift scores are computed (off the request path)
+    torch_threads: int | None = None  # torch's intra-op CPU threads (process-wide); None = torch's default
     repository_poll_secs: float = 15.0  # poll mode: how often the repository is scanned
     admin_port: int | None = None  # None = the admin service shares the gRPC port; 0 = any free port
     admin_host: str = "127.0.0.1"  # where a separate admin port binds
@@ -58,5 +59,7 @@ class ServerSettings:
         if not 0.0 <= self.access_log_sample_rate <= 1.0:
             rate = self.access_log_sample_rate
             raise ValueError(f"access_log_sample_rate: must be within [0, 1], got {rate}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"torch_threads: must be >= 1, got {self.torch_threads}")
         if not self.drift_interval_s > 0:
             raise ValueError(f"drift_interval_s: must be > 0, got {self.drift_interval_s}")

@@ -127,6 +127,10 @@ class ServingServer:
 
     async def start(self) -> BoundPorts:
         """Bind the ports, serve, then load the models; ServerReady turns true once they are loaded."""
+        if self.settings.torch_threads is not None:
+            from serving.backends.torch import set_torch_threads  # torch is imported only when used
+
+            set_torch_threads(self.settings.torch_threads)
         address = f"{self.settings.host}:{self.settings.grpc_port}"
         self.ports.grpc = self._grpc.add_insecure_port(address)
         if self.ports.grpc == 0:

@@ -11,6 +11,7 @@ that stream, so another instance's work never counts against this one. CUDA grap
 Parameters (config.pbtxt `parameters`, all strings):
     precision         fp32 (default) | fp16 | bf16: on a GPU the module and its floating inputs are
                       converted; on the CPU fp16/bf16 are ignored (slow or missing kernels) and logged
+    (torch's CPU intra-op threads are process-wide too: the server sets them once, `--torch-threads`.)
     cudnn_benchmark   true | false (default): sets torch.backends.cudnn.benchmark on a GPU placement;
                       this flag is process-wide in torch, so it holds for every model in the process
 """
@@ -116,6 +117,13 @@ def load_module(model_file: Path, device: torch.device) -> torch.nn.Module:
         return module
     except Exception as exc:
         raise ModelConfigError(f"{model_file}: torch cannot load the model: {exc}") from exc
+
+
+def set_torch_threads(threads: int) -> None:
+    """torch's intra-op CPU threads, for the whole process. One thread suits small models on few
+    cores, where a pool of spinning threads competes with gRPC for the CPU."""
+    torch.set_num_threads(threads)
+    logger.info("torch intra-op CPU threads: %d", torch.get_num_threads())
 
 
 class TorchBackend:

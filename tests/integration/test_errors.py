@@ -51,7 +51,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = start_server(
-        repo, tmp_path_factory.mktemp("errors") / "server.log", "--max-message-bytes", "65536"
+        repo, tmp_path_factory.mktemp("errors") / "server.log", "--max-message-bytes", "65536",
+        "--torch-threads", "1",
     )
     yield process
     assert process.stop() == 0, process.log()[-3000:]
@@ -232,3 +233,7 @@ def test_unload_and_load(client: grpcclient.InferenceServerClient, repo: Path) -
     assert client.is_model_ready("broken", "1")
     expect_error(lambda: client.load_model("nope"), "NOT_FOUND", "nope")
     assert_still_serving(client)
+
+
+def test_torch_threads_flag_is_applied(server: ServerProcess) -> None:
+    assert "torch intra-op CPU threads: 1" in server.log()
