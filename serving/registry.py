@@ -17,7 +17,14 @@ from serving.backends.base import Backend, Placement
 from serving.errors import ModelConfigError, NotFound, Unavailable
 from serving.model_version import ModelVersion, VersionState
 from serving.observability import Telemetry
-from serving.repository import ModelRepository, ModelSpec, VersionSource, select_versions, version_source
+from serving.repository import (
+    ModelRepository,
+    ModelSpec,
+    VersionSource,
+    select_versions,
+    version_numbers,
+    version_source,
+)
 
 log = logging.getLogger("serving.lifecycle")
 
@@ -164,7 +171,7 @@ class ModelRegistry:
         async with model.lock:
             try:
                 spec = self.repository.read(name)
-                available = self._available_versions(spec)
+                available = version_numbers(spec.path)
             except ModelConfigError as exc:
                 model.error = str(exc)
                 if not model.versions:
@@ -187,12 +194,6 @@ class ModelRegistry:
         await asyncio.gather(*(v.drain_and_unload() for v in retired + stale))
         if failures:
             raise ModelConfigError(f"model '{name}': " + "; ".join(failures))
-
-    @staticmethod
-    def _available_versions(spec: ModelSpec) -> list[int]:
-        return sorted(
-            int(p.name) for p in spec.path.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0
-        )
 
     async def _load_versions(self, model: Model, spec: ModelSpec, wanted: list[int]) -> list[ModelVersion]:
         """Load the wanted versions that are new or changed; returns the old versions they replaced."""

@@ -126,10 +126,15 @@ class ModelRepository:
 
     def versions(self, spec: ModelSpec) -> list[VersionSource]:
         """The version folders the version policy selects, oldest first, each with its model file."""
-        available = sorted(
-            int(p.name) for p in spec.path.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0
-        )
+        available = version_numbers(spec.path)
         return [version_source(spec, v) for v in select_versions(spec.config.version_policy, available)]
+
+
+def version_numbers(folder: Path) -> list[int]:
+    """The numeric version folders (1, 2, …) of a model folder, ascending."""
+    return sorted(
+        int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0
+    )
 
 
 def select_versions(policy: mc.ModelVersionPolicy, available: list[int]) -> list[int]:
