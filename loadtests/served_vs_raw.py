@@ -23,10 +23,12 @@ from typing import Any
 import grpc
 import numpy as np
 
+from loadtests.inputs import NUMPY_DTYPES
 from serving.proto import inference_pb2 as pb
 from serving.proto import inference_pb2_grpc
 
 RawRunner = Callable[[np.ndarray], Any]
+InputMeta = pb.ModelMetadataResponse.TensorMetadata
 
 
 def raw_runner(model_file: Path, input_name: str) -> RawRunner:
@@ -62,11 +64,17 @@ def time_raw(run: RawRunner, sample: np.ndarray, duration_s: float) -> tuple[flo
 
 
 async def time_served(
-    url: str, model: str, version: str, input_name: str, row: np.ndarray, concurrency: int, duration_s: float
+    url: str,
+    model: str,
+    version: str,
+    input_meta: InputMeta,
+    row: np.ndarray,
+    concurrency: int,
+    duration_s: float,
 ) -> tuple[float, float, int]:
     """(rows per second, median latency, errors) of `concurrency` closed-loop clients, one row each."""
     request = pb.ModelInferRequest(model_name=model, model_version=version)
-    tensor = request.inputs.add(name=input_name, datatype=_datatype(row.dtype))
+    tensor = request.inputs.add(name=input_meta.name, datatype=input_meta.datatype)
     tensor.shape.extend(row.shape)
     request.raw_input_contents.append(row.tobytes())
     latencies: list[float] = []
@@ -93,17 +101,12 @@ async def time_served(
     return len(latencies) * row.shape[0] / elapsed, float(np.median(latencies)), errors
 
 
-def _datatype(dtype: np.dtype[Any]) -> str:
-    return {"float32": "FP32", "uint8": "UINT8", "int64": "INT64", "float16": "FP16"}[dtype.name]
-
-
-def _sample(metadata: pb.ModelMetadataResponse, rows: int) -> tuple[str, np.ndarray]:
-    tensor = metadata.inputs[0]
-    dtype = {"FP32": np.float32, "UINT8": np.uint8, "INT64": np.int64, "FP16": np.float16}[tensor.datatype]
+def _sample(tensor: InputMeta, rows: int) -> np.ndarray:
+    dtype = np.dtype(NUMPY_DTYPES[tensor.datatype])
     shape = [rows] + [d if d > 0 else 1 for d in tensor.shape[1:]]
     rng = np.random.default_rng(0)
     data = rng.integers(0, 16, size=shape) if np.issubdtype(dtype, np.integer) else rng.random(shape) * 16
-    return tensor.name, np.ascontiguousarray(data.astype(dtype))
+    return np.ascontiguousarray(data.astype(dtype))
 
 
 def model_file(repository: Path, model: str, version: str) -> Path:
@@ -129,13 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     with grpc.insecure_channel(args.url) as channel:
         stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
         metadata = stub.ModelMetadata(pb.ModelMetadataRequest(name=args.model, version=args.version))
-    input_name, batch = _sample(metadata, args.batch)
-    run = raw_runner(model_file(args.model_repository, args.model, args.version), input_name)
+    input_meta = metadata.inputs[0]
+    batch = _sample(input_meta, args.batch)
+    run = raw_runner(model_file(args.model_repository, args.model, args.version), input_meta.name)
     raw1_rps, raw1_p50 = time_raw(run, batch[:1], args.duration)
     rawb_rps, _ = time_raw(run, batch, args.duration)
     served_rps, served_p50, errors = asyncio.run(
         time_served(
-            args.url, args.model, args.version, input_name, batch[:1], args.concurrency, args.duration
+            args.url, args.model, args.version, input_meta, batch[:1], args.concurrency, args.duration
         )
     )
     print(f"model {args.model} v{args.version} ({metadata.platform}), {args.duration:.0f}s per measurement")
