@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from serving.errors import InvalidInput
 from serving.repository import ModelSpec, TensorSpec
-from serving.types import Array, numpy_to_v2
+from serving.types import Array, decode_utf8, numpy_to_v2
 
 ParamValue = bool | int | float | str
 
@@ -70,6 +70,11 @@ def _check_tensor(spec: ModelSpec, tensor: TensorSpec, array: Array) -> None:
     datatype = numpy_to_v2(array.dtype)
     if datatype != tensor.datatype:
         raise InvalidInput(f"{where}: datatype {datatype} does not match the model's {tensor.datatype}")
+    if datatype == "BYTES":
+        # Checked here, per request, so that one client's bad string fails only its own request and
+        # never the batch it would have joined.
+        for index, item in enumerate(array.reshape(-1)):
+            decode_utf8(tensor.name, index, item)
     shape = tuple(int(d) for d in array.shape)
     batching = spec.max_batch_size > 0
     expected = ((-1,) if batching else ()) + tensor.dims

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from serving.errors import InvalidInput
+
 Array = npt.NDArray[Any]
 TensorMap = Mapping[str, Array]
 
@@ -44,6 +46,23 @@ CONFIG_TO_V2: dict[str, str] = {
     "TYPE_FP64": "FP64",
     "TYPE_STRING": "BYTES",
 }
+
+
+def decode_utf8(name: str, index: int, item: object) -> str:
+    """One BYTES element as text; InvalidInput naming the input and the element when it is not UTF-8.
+    Our backends hold strings as text (onnxruntime string tensors, TorchScript `List[str]`), so bytes that
+    are not UTF-8 cannot reach a model unaltered: they are refused instead."""
+    if isinstance(item, str):
+        return item
+    if not isinstance(item, bytes | bytearray | memoryview):
+        raise InvalidInput(f"input '{name}' element {index}: expected bytes, got {type(item).__name__}")
+    try:
+        return bytes(item).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"input '{name}' element {index} is not valid UTF-8 (byte 0x{bytes(item)[exc.start]:02x} at "
+            f"offset {exc.start}); string tensors of onnxruntime and PyTorch models carry UTF-8 text"
+        ) from None
 
 
 def numpy_to_v2(dtype: np.dtype[Any]) -> str:

@@ -49,3 +49,23 @@ def write_add_repository(
     for version in versions:
         write_add_model(folder / str(version) / "model.onnx", width, float(version))
     return root
+
+
+def write_string_identity_model(path: Path) -> None:
+    """ONNX: y = Identity(x), x and y STRING [batch, 1]: what goes in must come out byte for byte."""
+    x = helper.make_tensor_value_info("x", TensorProto.STRING, [None, 1])
+    y = helper.make_tensor_value_info("y", TensorProto.STRING, [None, 1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "strings", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+STRING_IDENTITY_CONFIG = """
+name: "strings"
+max_batch_size: 8
+input [ { name: "x" data_type: TYPE_STRING dims: [ 1 ] } ]
+output [ { name: "y" data_type: TYPE_STRING dims: [ 1 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 20000 }
+"""

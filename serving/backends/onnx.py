@@ -25,7 +25,7 @@ import onnxruntime as ort
 from serving.backends.base import BatchResult, ComputeTimings, Placement
 from serving.backends.devices import DeviceInventory, gpu_index
 from serving.errors import ModelConfigError, Unavailable
-from serving.types import Array, TensorMap
+from serving.types import Array, TensorMap, decode_utf8
 
 logger = logging.getLogger("serving.backends")
 
@@ -108,6 +108,31 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(str(arg.name), _ORT_TO_V2.get(arg.type, str(arg.type)), shape)
 
 
+def to_ort(name: str, array: Array) -> Array:
+    """An input as onnxruntime takes it. BYTES (object arrays of `bytes`) become arrays of `str`:
+    onnxruntime's Python binding stores a `str` as its exact UTF-8 bytes (NULs included) but turns any
+    other object, `bytes` too, into its repr. Every element must be valid UTF-8 (validate_request checks
+    that before batching); one that is not is refused, naming the element, never altered."""
+    if array.dtype.kind != "O":
+        return array
+    flat = array.reshape(-1)
+    text = np.empty(flat.shape[0], dtype=object)
+    for index, item in enumerate(flat):
+        text[index] = decode_utf8(name, index, item)
+    return text.reshape(array.shape)
+
+
+def from_ort(value: Array) -> Array:
+    """An output as the rest of the server takes it: string tensors (arrays of `str`) become `bytes`."""
+    if value.dtype.kind not in ("O", "U"):
+        return value
+    flat = value.reshape(-1)
+    data = np.empty(flat.shape[0], dtype=object)
+    for index, item in enumerate(flat):
+        data[index] = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+    return data.reshape(value.shape)
+
+
 class OnnxBackend:
     """One onnxruntime session on one device."""
 
@@ -156,13 +181,15 @@ class OnnxBackend:
         session = self._session
         if session is None:
             raise Unavailable(f"{self._model_file} on {self.placement.device} is closed")
-        feeds = {spec.name: inputs[spec.name] for spec in self._inputs if spec.name in inputs}
+        feeds = {
+            spec.name: to_ort(spec.name, inputs[spec.name]) for spec in self._inputs if spec.name in inputs
+        }
         if self.placement.is_gpu:
             return self._infer_bound(session, feeds)
         start = time.perf_counter_ns()
         values = session.run(None, feeds)
         end = time.perf_counter_ns()
-        outputs = {spec.name: value for spec, value in zip(self._outputs, values, strict=True)}
+        outputs = {spec.name: from_ort(value) for spec, value in zip(self._outputs, values, strict=True)}
         return BatchResult(outputs, ComputeTimings(input_ns=0, infer_ns=end - start, output_ns=0))
 
     def _infer_bound(self, session: Any, feeds: dict[str, Array]) -> BatchResult:
@@ -181,12 +208,12 @@ class OnnxBackend:
         ran = time.perf_counter_ns()
         values = binding.copy_outputs_to_cpu()  # in binding order, i.e. the session's output order
         end = time.perf_counter_ns()
-        outputs = {spec.name: value for spec, value in zip(self._outputs, values, strict=True)}
+        outputs = {spec.name: from_ort(value) for spec, value in zip(self._outputs, values, strict=True)}
         return BatchResult(outputs, ComputeTimings(bound - start, ran - bound, end - ran))
 
     def _bind_input(self, binding: Any, name: str, array: Array) -> None:
         if array.dtype.kind in ("O", "S", "U"):
-            binding.bind_cpu_input(name, array)  # string tensors live on the host
+            binding.bind_cpu_input(name, array)  # string tensors live on the host (already `str`: to_ort)
             return
         value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", self._device_id)
         binding.bind_ortvalue_input(name, value)
