@@ -6,7 +6,7 @@ server on `admin_host`; with `admin_token_file`, an interceptor guards the admin
 Shutdown order: stop polling the repository → stop taking new RPCs (and report not ready) → let running
 RPCs finish within the grace period → let shadow copies finish → drain every batcher → unload models
 → stop the drift engine and /metrics. Observability (metrics, drift, health, reflection, access log) is
-assembled in serving/api/monitoring.py.
+assembled in serving/api/instrumentation.py.
 """
 
 from __future__ import annotations
@@ -18,24 +18,24 @@ from dataclasses import dataclass
 import grpc
 from prometheus_client import CollectorRegistry
 
+from serving.admin.operations import ModelAdmin
 from serving.api.admin_servicer import ModelAdminServicer
 from serving.api.auth import AdminTokenInterceptor, read_token
 from serving.api.inference_servicer import InferenceServicer
-from serving.api.monitoring import Monitoring
+from serving.api.instrumentation import Monitoring
 from serving.backends.base import Backend, Placement
 from serving.backends.devices import DeviceInventory, detect_inventory, plan_placements
 from serving.backends.loader import create_backend, gpu_capable
 from serving.config import ServerSettings
-from serving.dataplane import DataPlane
-from serving.model_admin import ModelAdmin
-from serving.model_control import POLL, ModelControl
-from serving.policy_store import PolicyStore
+from serving.core.dataplane import DataPlane
+from serving.lifecycle.control import POLL, ModelControl
+from serving.lifecycle.poller import RepositoryPoller, scan_repository
+from serving.lifecycle.registry import ModelRegistry
+from serving.lifecycle.repository import ModelRepository, ModelSpec, VersionSource
 from serving.proto import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
-from serving.registry import ModelRegistry
-from serving.repository import ModelRepository, ModelSpec, VersionSource
-from serving.repository_poller import RepositoryPoller, scan_repository
-from serving.shadow import ShadowRunner
-from serving.traffic import TrafficControl
+from serving.traffic.router import TrafficControl
+from serving.traffic.shadow import ShadowRunner
+from serving.traffic.store import PolicyStore
 
 log = logging.getLogger("serving.server")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from serving.model_admin import VersionInfo
-from serving.policy_store import HistoryEntry
+from serving.admin.operations import VersionInfo
 from serving.proto import admin_pb2 as pb
-from serving.routing import PolicyError, TrafficPolicy
-from serving.shadow import ShadowPairSnapshot
-from serving.traffic import PolicyStatus
+from serving.traffic.policy import PolicyError, TrafficPolicy
+from serving.traffic.router import PolicyStatus
+from serving.traffic.shadow import ShadowPairSnapshot
+from serving.traffic.store import HistoryEntry
 
 
 def encode_policy(policy: TrafficPolicy, into: pb.Policy) -> None:

@@ -1,6 +1,6 @@
 """serving.admin.ModelAdmin: traffic policy, shadow, promote, rollback, history and version states.
 
-Each RPC converts the request (api/admin_codec.py), calls the core (serving/model_admin.py) and converts
+Each RPC converts the request (api/admin_codec.py), calls the core (serving/admin/operations.py) and converts
 the reply; errors become status codes in serving/api/status.py. Authentication is the interceptor's
 (serving/api/auth.py). A change's `source` in the history is the operator named by the caller's
 `x-operator` metadata (serving ctl sends user@host) and the peer address.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import grpc
 
+from serving.admin.operations import ModelAdmin
 from serving.api.admin_codec import (
     decode_weights,
     encode_change,
@@ -19,7 +20,6 @@ from serving.api.admin_codec import (
     encode_versions,
 )
 from serving.api.status import grpc_errors
-from serving.model_admin import ModelAdmin
 from serving.proto import admin_pb2 as pb
 from serving.proto import admin_pb2_grpc
 

@@ -1,4 +1,4 @@
-"""KServe v2 protobuf ⇄ domain types (serving/inference.py).
+"""KServe v2 protobuf ⇄ domain types (serving/core/request.py).
 
 Inputs arrive either as `raw_input_contents` (one bytes blob per input, in order: what tritonclient
 and perf_analyzer send) or as typed `contents`; both decode to numpy arrays, raw ones without a
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from serving.core.request import InferenceRequest, InferenceResponse, ParamValue
 from serving.errors import InvalidInput
-from serving.inference import InferenceRequest, InferenceResponse, ParamValue
 from serving.proto import inference_pb2 as pb
 from serving.types import V2_TO_NUMPY, Array, numpy_to_v2
 

@@ -16,14 +16,14 @@ from serving import SERVER_NAME, __version__
 from serving.api.codec import decode_request, encode_response
 from serving.api.request_log import RequestRecorder
 from serving.api.status import grpc_errors, message_of, status_of
-from serving.dataplane import DataPlane
-from serving.model_control import ModelControl
-from serving.model_version import ModelVersion
+from serving.core.dataplane import DataPlane
+from serving.lifecycle.control import ModelControl
+from serving.lifecycle.registry import ModelRegistry
+from serving.lifecycle.version import ModelVersion
 from serving.proto import inference_pb2 as pb
 from serving.proto import inference_pb2_grpc
 from serving.proto import model_config_pb2 as mc
-from serving.registry import ModelRegistry
-from serving.stats import Duration
+from serving.telemetry.statistics import Duration
 
 ROUTING_KEY_METADATA = "x-routing-key"
 EXTENSIONS = ("model_repository", "model_configuration", "statistics", "binary_tensor_data", "parameters")

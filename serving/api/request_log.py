@@ -3,7 +3,7 @@ histogram, and the sampled access log.
 
 Labels stay bounded: a successful reply names the model and version that served it (the registry's);
 for a failed request the client's names are kept only when the registry holds that model (and version),
-else they become `_unknown` (serving.metrics.model_label), so random names cannot create series.
+else they become `_unknown` (serving.telemetry.metrics.model_label), so random names cannot create series.
 
 Access log: logger `serving.access`, one line per request for a fraction `sample_rate` of successful
 requests and for every failed one, with the fields `request_id` (the request's `id`, else the
@@ -20,9 +20,9 @@ from typing import Any
 
 import grpc
 
-from serving.metrics import UNKNOWN, ServingMetrics, model_label
+from serving.lifecycle.registry import ModelRegistry
 from serving.proto import inference_pb2 as pb
-from serving.registry import ModelRegistry
+from serving.telemetry.metrics import UNKNOWN, ServingMetrics, model_label
 
 access_log = logging.getLogger("serving.access")
 

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from serving.backends.base import ComputeTimings
-from serving.batch_tensors import merge_inputs, split_outputs
-from serving.batching import (
+from serving.batching.batcher import (
     BatchingPolicy,
     DynamicBatcher,
     RequestResult,
     choose_batch,
 )
+from serving.batching.tensors import merge_inputs, split_outputs
 from serving.errors import DeadlineExceeded, InvalidInput, ModelExecutionError, QueueFull, Unavailable
 from serving.types import Array, TensorMap
 from tests.unit.fake_backend import TIMINGS, FakeBackend

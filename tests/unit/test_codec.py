@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from serving.api.codec import build_infer_request, decode_request, encode_response
+from serving.core.request import InferenceResponse
 from serving.errors import InvalidInput
-from serving.inference import InferenceResponse
 from serving.proto import inference_pb2 as pb
 
 

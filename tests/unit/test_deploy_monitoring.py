@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from serving.metrics import ServingMetrics
-from serving.metrics_gpu import GpuReading
+from serving.telemetry.gpu import GpuReading
+from serving.telemetry.metrics import ServingMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
@@ -159,7 +159,7 @@ def test_dashboard_covers_the_required_views() -> None:
         assert needed in titles, needed
 
 
-# ---------------------------------------------------------------- metric names against serving/metrics.py
+# ---------------------------------------------------------------- metric names against serving/telemetry/metrics.py
 
 
 def test_dashboard_uses_only_exported_metrics() -> None:

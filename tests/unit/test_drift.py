@@ -13,13 +13,13 @@ from prometheus_client import CollectorRegistry
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp, wasserstein_distance
 
-from serving.drift import DriftEngine
-from serving.drift_config import DriftConfig, OutputSpec, infer_kind
-from serving.drift_monitor import PredictionMonitor
-from serving.drift_reference import CONFIDENCE_EDGES, Reference, load_references
-from serving.drift_stats import PSI_EPSILON, js_distance, ks_statistic, psi, wasserstein
+from serving.drift.config import DriftConfig, OutputSpec, infer_kind
+from serving.drift.engine import DriftEngine
+from serving.drift.monitor import PredictionMonitor
+from serving.drift.reference import CONFIDENCE_EDGES, Reference, load_references
+from serving.drift.statistics import PSI_EPSILON, js_distance, ks_statistic, psi, wasserstein
 from serving.errors import ModelConfigError
-from serving.metrics import ServingMetrics
+from serving.telemetry.metrics import ServingMetrics
 
 Floats = npt.NDArray[np.float64]
 RNG_SEED = 20240601

@@ -10,9 +10,9 @@ import numpy as np
 from serving.api.health import HEALTH_SERVICE, NOT_SERVING, SERVING, HealthServicer
 from serving.api.reflection import REFLECTION_SERVICE, reflection_pool
 from serving.backends.base import Placement
+from serving.lifecycle.registry import ModelRegistry
+from serving.lifecycle.repository import ModelRepository
 from serving.proto import inference_pb2
-from serving.registry import ModelRegistry
-from serving.repository import ModelRepository
 from serving.types import Array, TensorMap
 from tests.model_factory import write_add_repository
 from tests.unit.fake_backend import FakeBackend

@@ -9,9 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from serving.backends.base import ComputeTimings
-from serving.metrics import UNKNOWN, ServingMetrics, model_label, start_metrics_http
-from serving.metrics_gpu import GpuReading
-from serving.metrics_predictions import BucketCounts, PredictionCounts
+from serving.telemetry.gpu import GpuReading
+from serving.telemetry.metrics import UNKNOWN, ServingMetrics, model_label, start_metrics_http
+from serving.telemetry.predictions import BucketCounts, PredictionCounts
 
 
 class FakeGpu:

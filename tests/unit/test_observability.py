@@ -1,4 +1,4 @@
-"""serving.observability: one version's events move VersionStats and /metrics together, gauges are read
+"""serving.telemetry.observer: one version's events move VersionStats and /metrics together, gauges are read
 at scrape time, drift sees every successful request, and a version's series live as long as it does."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from serving.backends.base import Placement
-from serving.drift import DriftEngine
+from serving.core.request import InferenceRequest
+from serving.drift.engine import DriftEngine
 from serving.errors import QueueFull
-from serving.inference import InferenceRequest
-from serving.metrics import ServingMetrics
-from serving.model_version import ModelVersion, VersionState
-from serving.observability import Telemetry
-from serving.repository import ModelRepository, version_source
+from serving.lifecycle.repository import ModelRepository, version_source
+from serving.lifecycle.version import ModelVersion, VersionState
+from serving.telemetry.metrics import ServingMetrics
+from serving.telemetry.observer import Telemetry
 from serving.types import Array, TensorMap
 from tests.model_factory import add_model_config, write_add_repository
 from tests.unit.fake_backend import FakeBackend

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from serving.errors import NotFound
-from serving.policy_store import HISTORY_FILE, POLICY_FILE, PolicyStore, parse_policy
-from serving.routing import PolicyError, ShadowPolicy, TrafficPolicy
+from serving.traffic.policy import PolicyError, ShadowPolicy, TrafficPolicy
+from serving.traffic.store import HISTORY_FILE, POLICY_FILE, PolicyStore, parse_policy
 
 MODEL = "resnet"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -271,8 +271,8 @@ def test_writers_in_other_processes_are_serialised(repo: Path) -> None:
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from serving.policy_store import PolicyStore\n"
-        "from serving.routing import TrafficPolicy\n"
+        "from serving.traffic.store import PolicyStore\n"
+        "from serving.traffic.policy import TrafficPolicy\n"
         "store = PolicyStore(Path(sys.argv[1]))\n"
         "for i in range(40):\n"
         "    store.save('resnet', TrafficPolicy({1: 100 - i, 2: i}), 'split', sys.argv[2])\n"

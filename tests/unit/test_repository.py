@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from serving.errors import ModelConfigError
+from serving.lifecycle.repository import ModelRepository, parse_config, select_versions
 from serving.proto import model_config_pb2 as mc
-from serving.repository import ModelRepository, parse_config, select_versions
 from tests.model_factory import add_model_config, write_add_repository
 
 GOOD = """

@@ -9,12 +9,12 @@ from typing import cast
 import pytest
 
 from serving.errors import ModelConfigError, Unavailable
-from serving.model_control import ModelControl
-from serving.policy_store import PolicyStore
-from serving.registry import ModelRegistry
-from serving.repository_poller import RepositoryPoller, scan_repository
-from serving.routing import TrafficPolicy
-from serving.traffic import TrafficControl
+from serving.lifecycle.control import ModelControl
+from serving.lifecycle.poller import RepositoryPoller, scan_repository
+from serving.lifecycle.registry import ModelRegistry
+from serving.traffic.policy import TrafficPolicy
+from serving.traffic.router import TrafficControl
+from serving.traffic.store import PolicyStore
 
 
 class FakeControl:

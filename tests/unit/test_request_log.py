@@ -15,10 +15,10 @@ from prometheus_client import CollectorRegistry
 from serving.api.request_log import RequestRecorder, request_labels
 from serving.backends.base import Placement
 from serving.cli import JsonFormatter
-from serving.metrics import ServingMetrics
+from serving.lifecycle.registry import ModelRegistry
+from serving.lifecycle.repository import ModelRepository
 from serving.proto import inference_pb2 as pb
-from serving.registry import ModelRegistry
-from serving.repository import ModelRepository
+from serving.telemetry.metrics import ServingMetrics
 from serving.types import Array, TensorMap
 from tests.model_factory import write_add_repository
 from tests.unit.fake_backend import FakeBackend

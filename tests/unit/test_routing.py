@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 
 from serving.errors import InvalidInput, Unavailable
-from serving.routing import (
+from serving.traffic.policy import (
     PolicyError,
     Router,
     ShadowComparison,
@@ -171,7 +171,7 @@ def test_sticky_assignments_are_stable_across_processes() -> None:
     policy = TrafficPolicy({1: 70, 2: 20, 3: 10}, sticky=True)
     script = (
         "import json, random, sys\n"
-        "from serving.routing import TrafficPolicy, choose_version\n"
+        "from serving.traffic.policy import TrafficPolicy, choose_version\n"
         "policy = TrafficPolicy.from_dict(json.loads(sys.argv[1]))\n"
         "keys = [f'user-{i}' for i in range(int(sys.argv[2]))]\n"
         "rng = random.Random()\n"

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from serving.core.request import InferenceRequest
 from serving.errors import Unavailable
-from serving.inference import InferenceRequest
-from serving.policy_store import PolicyStore
-from serving.routing import PolicyError, ShadowPolicy, TrafficPolicy
-from serving.shadow import ShadowRunner
-from serving.traffic import TrafficControl, traffic_shares
+from serving.traffic.policy import PolicyError, ShadowPolicy, TrafficPolicy
+from serving.traffic.router import TrafficControl, traffic_shares
+from serving.traffic.shadow import ShadowRunner
+from serving.traffic.store import PolicyStore
 from serving.types import Array
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from serving.errors import NotFound
-from serving.routing import PolicyError, TrafficPolicy
+from serving.traffic.policy import PolicyError, TrafficPolicy
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from serving.errors import NotFound
-from serving.model_version import ModelVersion
-from serving.policy_store import HistoryEntry
-from serving.registry import Model, ModelRegistry
-from serving.routing import PolicyError
-from serving.shadow import ShadowPairSnapshot, ShadowRunner
-from serving.traffic import PolicyStatus, TrafficControl, traffic_shares
+from serving.lifecycle.registry import Model, ModelRegistry
+from serving.lifecycle.version import ModelVersion
+from serving.traffic.policy import PolicyError
+from serving.traffic.router import PolicyStatus, TrafficControl, traffic_shares
+from serving.traffic.shadow import ShadowPairSnapshot, ShadowRunner
+from serving.traffic.store import HistoryEntry
 
 
 @dataclass(frozen=True)

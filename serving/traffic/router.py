@@ -1,13 +1,13 @@
 """The traffic policies in force: one per model, read from the repository, changed by operators.
 
 `TrafficControl` holds, per model, the policy that routes requests now. It is read from the model's
-`traffic.json` (serving/policy_store.py) when the model loads, when a poll sees the file change and
+`traffic.json` (serving/traffic/store.py) when the model loads, when a poll sees the file change and
 after every admin change. A file that does not parse or validate is rejected: the last good policy stays
 in force, the error is logged and kept (`status(model).error`) for the admin API. Routing itself is the
-pure `serving.routing.choose_version`; this module only holds state and never imports grpc.
+pure `serving.traffic.policy.choose_version`; this module only holds state and never imports grpc.
 
 Admin changes are serialised (one asyncio lock); each reads the policy on disk (the truth every replica
-shares; the in-force one if the file is invalid), computes the new policy with serving.routing's
+shares; the in-force one if the file is invalid), computes the new policy with serving.traffic.policy's
 operations, writes it atomically through the PolicyStore on a worker thread (fsync must not block the
 event loop), then puts it in force. A change is therefore in force when its call returns.
 """
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from serving import routing
-from serving.policy_store import FileSignature, HistoryEntry, PolicyStore
-from serving.routing import PolicyError, TrafficPolicy
+from serving.traffic import policy as routing
+from serving.traffic.policy import PolicyError, TrafficPolicy
+from serving.traffic.store import FileSignature, HistoryEntry, PolicyStore
 
 log = logging.getLogger("serving.traffic")
 
@@ -32,7 +32,7 @@ Compute = Callable[[TrafficPolicy | None], TrafficPolicy]
 
 
 class RoutingObserver(Protocol):
-    """Metrics hook (serving.metrics.ServingMetrics has this method)."""
+    """Metrics hook (serving.telemetry.metrics.ServingMetrics has this method)."""
 
     def routed(self, model: str, version: str) -> None: ...
 

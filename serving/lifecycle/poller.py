@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serving.errors import ServingError
-from serving.model_control import ModelControl
-from serving.policy_store import FileSignature
-from serving.repository import CONFIG_FILE
-from serving.traffic import TrafficControl
+from serving.lifecycle.control import ModelControl
+from serving.lifecycle.repository import CONFIG_FILE
+from serving.traffic.router import TrafficControl
+from serving.traffic.store import FileSignature
 
 log = logging.getLogger("serving.poll")
 

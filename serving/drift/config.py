@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from serving.errors import ModelConfigError
-from serving.metrics import DRIFT_STATISTICS
+from serving.telemetry.metrics import DRIFT_STATISTICS
 from serving.types import Array
 
 OutputKind = Literal["classification", "numeric"]

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from serving.backends.base import Backend, Placement
-from serving.batching import BatchingPolicy, DynamicBatcher
+from serving.batching.batcher import BatchingPolicy, DynamicBatcher
+from serving.core.request import InferenceRequest
 from serving.errors import ModelConfigError, ServingError, Unavailable
-from serving.inference import InferenceRequest
-from serving.observability import Telemetry
-from serving.repository import ModelSpec, TensorSpec, VersionSource
-from serving.stats import VersionStats
+from serving.lifecycle.repository import ModelSpec, TensorSpec, VersionSource
+from serving.telemetry.observer import Telemetry
+from serving.telemetry.statistics import VersionStats
 from serving.types import Array
 
 log = logging.getLogger("serving.lifecycle")

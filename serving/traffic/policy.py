@@ -3,7 +3,7 @@
 A `TrafficPolicy` says how a model's traffic is split across its versions (relative weights), whether
 requests that carry a routing key stick to one version, and which candidate gets a shadow copy of a
 fraction of the requests. Operations (`split`, `promote`, `set_shadow`, `clear_shadow`) return a NEW
-policy; nothing here mutates one. `serving/policy_store.py` persists policies; callers hold the current
+policy; nothing here mutates one. `serving/traffic/store.py` persists policies; callers hold the current
 one and swap it whole.
 
 Choosing a version (`choose_version`):

@@ -27,8 +27,8 @@ from typing import Protocol
 
 import numpy as np
 
-from serving.inference import InferenceRequest
-from serving.routing import ShadowComparison
+from serving.core.request import InferenceRequest
+from serving.traffic.policy import ShadowComparison
 from serving.types import Array
 
 log = logging.getLogger("serving.shadow")
@@ -37,7 +37,7 @@ LATENCY_WINDOW = 1024  # latencies kept per pair for the percentiles
 
 
 class ShadowTarget(Protocol):
-    """The shadow version (serving.model_version.ModelVersion)."""
+    """The shadow version (serving.lifecycle.version.ModelVersion)."""
 
     @property
     def version(self) -> int: ...
@@ -48,7 +48,7 @@ class ShadowTarget(Protocol):
 
 
 class ShadowObserver(Protocol):
-    """Metrics hook (serving.metrics.ServingMetrics has this method)."""
+    """Metrics hook (serving.telemetry.metrics.ServingMetrics has this method)."""
 
     def shadow_compared(
         self, model: str, primary: str, shadow: str, agreement: float, seconds: float

@@ -30,12 +30,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from serving.backends.base import ComputeTimings
-from serving.batching import RequestResult
-from serving.drift import DriftEngine
-from serving.metrics import ServingMetrics
+from serving.batching.batcher import RequestResult
+from serving.drift.engine import DriftEngine
+from serving.telemetry.metrics import ServingMetrics
 
 if TYPE_CHECKING:
-    from serving.model_version import ModelVersion
+    from serving.lifecycle.version import ModelVersion
 
 log = logging.getLogger("serving.observability")
 

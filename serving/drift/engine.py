@@ -1,13 +1,13 @@
 """Prediction drift of every loaded version: `DriftEngine` owns the monitors and scores them.
 
 On the request path `DriftEngine.observe` hands each output to its `PredictionMonitor`
-(serving.drift_monitor), started on the output's first batch. Off the request path the engine (a daemon
+(serving.drift.monitor), started on the output's first batch. Off the request path the engine (a daemon
 thread, every `interval_s`) scores the live windows against their references and sets the gauges.
 
-The parts, one job each: serving.drift_stats (the statistics: `psi`, `js_distance` and `confidence_psi`
-for classification; `ks`, `wasserstein` for numeric outputs), serving.drift_config (the `drift.*`
-config.pbtxt parameters), serving.drift_reference (reference distributions and reference.json),
-serving.drift_monitor (one output's window and score). docs/metrics.md has the formulas.
+The parts, one job each: serving.drift.statistics (the statistics: `psi`, `js_distance` and `confidence_psi`
+for classification; `ks`, `wasserstein` for numeric outputs), serving.drift.config (the `drift.*`
+config.pbtxt parameters), serving.drift.reference (reference distributions and reference.json),
+serving.drift.monitor (one output's window and score). docs/metrics.md has the formulas.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serving.drift_config import DriftConfig, OutputSpec
-from serving.drift_monitor import Clock, PredictionMonitor
-from serving.drift_reference import REFERENCE_FILE, Reference, load_references
+from serving.drift.config import DriftConfig, OutputSpec
+from serving.drift.monitor import Clock, PredictionMonitor
+from serving.drift.reference import REFERENCE_FILE, Reference, load_references
 from serving.errors import ModelConfigError
-from serving.metrics import ServingMetrics
-from serving.metrics_predictions import PredictionCounts
+from serving.telemetry.metrics import ServingMetrics
+from serving.telemetry.predictions import PredictionCounts
 from serving.types import Array
 
 log = logging.getLogger(__name__)

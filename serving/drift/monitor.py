@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from serving.drift_config import DriftConfig, OutputSpec
-from serving.drift_reference import CONFIDENCE_EDGES, N_CONFIDENCE_BINS, Reference
-from serving.drift_stats import js_distance, ks_statistic, psi, wasserstein
-from serving.metrics_predictions import BucketCounts, PredictionCounts
+from serving.drift.config import DriftConfig, OutputSpec
+from serving.drift.reference import CONFIDENCE_EDGES, N_CONFIDENCE_BINS, Reference
+from serving.drift.statistics import js_distance, ks_statistic, psi, wasserstein
+from serving.telemetry.predictions import BucketCounts, PredictionCounts
 from serving.types import Array
 
 Clock = Callable[[], float]

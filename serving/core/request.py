@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from serving.errors import InvalidInput
-from serving.repository import ModelSpec, TensorSpec
+from serving.lifecycle.repository import ModelSpec, TensorSpec
 from serving.types import Array, decode_utf8, numpy_to_v2
 
 ParamValue = bool | int | float | str

@@ -1,4 +1,4 @@
-"""Prediction distributions, read at scrape time from `PredictionSource`s (serving.drift.DriftEngine).
+"""Prediction distributions, read at scrape time from `PredictionSource`s (serving.drift.engine.DriftEngine).
 
 `PredictionCollector` exports `serving_predicted_class`, `serving_prediction_confidence` and
 `serving_prediction_value`; nothing is counted per request here. Class labels are bounded: classes at or

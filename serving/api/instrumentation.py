@@ -4,8 +4,9 @@
                     served over HTTP by `start`
     drift           DriftEngine: prediction distributions and drift scores, computed every
                     `drift_interval_s` on its own thread
-    telemetry       serving.observability.Telemetry, handed to the ModelRegistry: every version's batcher,
-                    requests and lifecycle move VersionStats (ModelStatistics) and the metrics together
+    telemetry       serving.telemetry.observer.Telemetry, handed to the ModelRegistry: every version's
+                    batcher, requests and lifecycle move VersionStats (ModelStatistics) and the metrics
+                    together
     requests        RequestRecorder: status codes, end-to-end latency and the sampled access log, fed by
                     InferenceRequestInterceptor (unary) and the servicer (streams)
     health          grpc.health.v1, overall and per model;  reflection for every served service
@@ -32,12 +33,12 @@ from serving.api.health import HEALTH_SERVICE, HealthServicer
 from serving.api.interceptors import InferenceRequestInterceptor
 from serving.api.reflection import enable_reflection
 from serving.api.request_log import RequestRecorder
-from serving.drift import DriftEngine
-from serving.metrics import ServingMetrics, start_metrics_http
-from serving.metrics_gpu import GpuProbe
-from serving.observability import Telemetry
-from serving.registry import ModelRegistry
-from serving.traffic import TrafficControl, traffic_shares
+from serving.drift.engine import DriftEngine
+from serving.lifecycle.registry import ModelRegistry
+from serving.telemetry.gpu import GpuProbe
+from serving.telemetry.metrics import ServingMetrics, start_metrics_http
+from serving.telemetry.observer import Telemetry
+from serving.traffic.router import TrafficControl, traffic_shares
 
 log = logging.getLogger("serving.monitoring")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.drift_config import OutputKind
+from serving.drift.config import OutputKind
 from serving.errors import ModelConfigError
 
 CONFIDENCE_EDGES = tuple(round(0.1 * i, 10) for i in range(11))  # 0.0, 0.1, …, 1.0

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from serving.backends.base import Backend, ComputeTimings
-from serving.batch_tensors import batch_signature, merge_inputs, request_rows, split_outputs
+from serving.batching.tensors import batch_signature, merge_inputs, request_rows, split_outputs
 from serving.errors import DeadlineExceeded, InvalidInput, ModelExecutionError, QueueFull, Unavailable
 from serving.types import Array, TensorMap
 
@@ -117,7 +117,7 @@ class _NullObserver:
         pass
 
 
-# ---- pure functions: batch choice (merge/split live in serving/batch_tensors.py) --------------------
+# ---- pure functions: batch choice (merge/split live in serving/batching/tensors.py) --------------------
 
 
 def choose_batch(

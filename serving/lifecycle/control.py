@@ -6,7 +6,7 @@ that the model's traffic.json is read again with it: a fresh start and every rep
 Model control modes (Triton's):
   explicit  the default: models load at start (all, or --load-model) and on RepositoryModelLoad /
             RepositoryModelUnload;
-  poll      the server follows the repository (serving/repository_poller.py); explicit load and unload
+  poll      the server follows the repository (serving/lifecycle/poller.py); explicit load and unload
             requests are refused (Unavailable), as Triton does, since the next poll would undo them;
   none      models load at start; load and unload requests are still served.
 """
@@ -18,9 +18,9 @@ import logging
 from collections.abc import Sequence
 
 from serving.errors import NotFound, ServingError, Unavailable
-from serving.registry import ModelRegistry
-from serving.shadow import ShadowRunner
-from serving.traffic import TrafficControl
+from serving.lifecycle.registry import ModelRegistry
+from serving.traffic.router import TrafficControl
+from serving.traffic.shadow import ShadowRunner
 
 log = logging.getLogger("serving.lifecycle")
 

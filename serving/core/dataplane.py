@@ -2,21 +2,21 @@
 
 Picking the version: a request that names one gets exactly that one (registry.resolve: NotFound if it
 does not exist, Unavailable if it is not READY). Otherwise the model's traffic policy chooses among its
-READY versions (serving/traffic.py); a version leaves routing (the registry removes it) before it
+READY versions (serving/traffic/router.py); a version leaves routing (the registry removes it) before it
 drains. Nothing awaits between the choice and the request entering the version's queue, and a drain
 completes every queued request, so a routed request cannot be lost to a swap; should one still meet a
 version that stopped serving, it is routed once more. A sampled copy goes to the shadow version after
-the primary answered (serving/shadow.py), never on the client's path.
+the primary answered (serving/traffic/shadow.py), never on the client's path.
 """
 
 from __future__ import annotations
 
+from serving.core.request import InferenceRequest, InferenceResponse, validate_request
 from serving.errors import InvalidInput, Unavailable
-from serving.inference import InferenceRequest, InferenceResponse, validate_request
-from serving.model_version import ModelVersion
-from serving.registry import ModelRegistry
-from serving.shadow import ShadowRunner
-from serving.traffic import TrafficControl
+from serving.lifecycle.registry import ModelRegistry
+from serving.lifecycle.version import ModelVersion
+from serving.traffic.router import TrafficControl
+from serving.traffic.shadow import ShadowRunner
 
 # Triton's per-request queue timeout parameter, in microseconds (honoured when the model's queue
 # policy has allow_timeout_override).

@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 
 from serving.backends.base import Backend, Placement
 from serving.errors import ModelConfigError, NotFound, Unavailable
-from serving.model_version import ModelVersion, VersionState
-from serving.observability import Telemetry
-from serving.repository import (
+from serving.lifecycle.repository import (
     ModelRepository,
     ModelSpec,
     VersionSource,
@@ -25,6 +23,8 @@ from serving.repository import (
     version_numbers,
     version_source,
 )
+from serving.lifecycle.version import ModelVersion, VersionState
+from serving.telemetry.observer import Telemetry
 
 log = logging.getLogger("serving.lifecycle")
 
@@ -66,7 +66,7 @@ class ModelRegistry:
         self.repository = repository
         self._loader = loader
         self._planner = planner
-        self._telemetry = telemetry  # versions' statistics, metrics and drift (serving/observability.py)
+        self._telemetry = telemetry  # versions' statistics, metrics and drift (serving/telemetry/observer.py)
         self._models: dict[str, Model] = {}
 
     # ---- lookups -------------------------------------------------------------------------------

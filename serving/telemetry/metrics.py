@@ -8,8 +8,9 @@ version states, reject reasons and drift statistics come from the fixed tuples b
 
 No global state: `ServingMetrics(registry)` registers everything on the registry it is given, and the
 core calls its narrow methods. Series read at scrape time have their own collectors, which
-`ServingMetrics` registers too: GPUs in serving.metrics_gpu, prediction distributions (from a
-`PredictionSource`, serving.drift.DriftEngine) in serving.metrics_predictions. docs/metrics.md lists it all.
+`ServingMetrics` registers too: GPUs in serving.telemetry.gpu, prediction distributions (from a
+`PredictionSource`, serving.drift.engine.DriftEngine) in serving.telemetry.predictions.
+docs/metrics.md lists it all.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from prometheus_client import (
 )
 
 from serving.backends.base import ComputeTimings
-from serving.metrics_gpu import GpuCollector, GpuProbe, detect_gpu_probe
-from serving.metrics_predictions import PredictionCollector, PredictionSource
+from serving.telemetry.gpu import GpuCollector, GpuProbe, detect_gpu_probe
+from serving.telemetry.predictions import PredictionCollector, PredictionSource
 
 UNKNOWN = "_unknown"
 # fmt: off

@@ -1,0 +1,1 @@
+"""The dynamic batcher: queueing, scheduling onto instances, merging and splitting tensors."""

@@ -1,0 +1,1 @@
+"""Prediction drift: statistics, reference distributions, per-output monitors and the scoring engine."""

@@ -1,0 +1,1 @@
+"""Which model versions exist and are loaded: repository reading, registry, versions, load/unload, polling."""
