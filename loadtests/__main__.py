@@ -1,8 +1,8 @@
-"""``python -m loadtests``: see loadtests.cli."""
+"""``python -m loadtests``: see loadtests.cli and loadtests.commands."""
 
 import sys
 
-from loadtests.cli import main
+from loadtests.commands import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from loadtests.wire import Metadata, ParamValue, aio_channel, repository_load, repository_unload
+from loadtests.wire import Metadata, ParamValue, aio_channel, repository_call
 
 OUTPUT_TAIL = 2000
 
@@ -57,10 +57,11 @@ class RepositoryAction:
         return f"{self.kind} {self.model}" + (f" ({params})" if params else "")
 
     async def perform(self, url: str) -> Outcome:
-        call = repository_load if self.kind == "load" else repository_unload
         channel = aio_channel(url)
         try:
-            await call(channel, self.model, self.parameters, self.metadata, self.timeout_s)
+            await repository_call(
+                self.kind, channel, self.model, self.parameters, self.metadata, self.timeout_s
+            )
             return Outcome(True, "ok")
         except grpc.aio.AioRpcError as err:
             return Outcome(False, f"{err.code().name}: {err.details()}")

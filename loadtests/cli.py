@@ -1,26 +1,21 @@
 """Command line: ``python -m loadtests run|sweep|scenario|compare|report|noop-server|selfcost``.
 
-Exit codes: 0 the gate passed (or there was none), 1 it failed (SLO broken, split mismatch, failed
-action, candidate regressed), 2 bad invocation (malformed SLO, bad option, bad scenario), 3 the run
-could not happen (server unreachable, model unknown, a worker died). The last line on stdout is the
-one-line verdict.
+This module is the argument parser and the conversion of arguments into the load generator's types;
+loadtests.commands runs the commands (and holds `main`), loadtests.exit_codes says what each exit
+code means. The last line on stdout is the one-line verdict.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
 from typing import Any
 
 from loadtests.inputs import InputSpec, parse_shape_overrides
 from loadtests.keys import parse_keys
 from loadtests.plan import LoadShape, TargetSpec, Timing
 from loadtests.progress import MODES
-from loadtests.slo import parse_slo
 from loadtests.units import parse_duration, parse_rate
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
 DEFAULT_URL = "127.0.0.1:8001"
 
 
@@ -186,15 +181,3 @@ def target_spec(args: argparse.Namespace, load: LoadShape, version: str | None =
 def timing(args: argparse.Namespace) -> Timing:
     return Timing(parse_duration(args.duration), parse_duration(args.warmup), parse_duration(args.interval))
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from loadtests.commands import dispatch
-
-    args = build_parser().parse_args(argv)
-    if getattr(args, "slo", None):
-        try:
-            parse_slo(args.slo)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_USAGE
-    return dispatch(args)

@@ -6,15 +6,12 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 from loadtests.cli import (
-    EXIT_ERROR,
-    EXIT_FAIL,
-    EXIT_PASS,
-    EXIT_USAGE,
+    build_parser,
     load_shape,
     parse_weights,
     target_spec,
@@ -28,6 +25,7 @@ from loadtests.compare import (
     side_from_documents,
     side_from_run,
 )
+from loadtests.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_USAGE
 from loadtests.noop_server import NoopConfig, start_noop_server
 from loadtests.plan import LoadShape, RunPlan, ServerError, prepare
 from loadtests.progress import make_progress
@@ -249,3 +247,15 @@ async def selfcost_command(args: argparse.Namespace) -> int:
         write_json(Path(args.json), result.to_json())
     print(self_cost_line(result))
     return EXIT_PASS
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m loadtests ...`: parse, check the SLO's syntax before any load, run the command."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "slo", None):
+        try:
+            parse_slo(args.slo)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_USAGE
+    return dispatch(args)

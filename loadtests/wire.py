@@ -156,25 +156,21 @@ def _repository_parameters(
             slot.string_param = str(value)
 
 
-async def repository_load(
+async def repository_call(
+    kind: str,
     channel: grpc.aio.Channel,
     model: str,
     parameters: Mapping[str, ParamValue],
     metadata: Metadata,
     timeout: float,
 ) -> None:
-    request = pb.RepositoryModelLoadRequest(model_name=model)
-    _repository_parameters(request, parameters)
-    await _stub(channel).RepositoryModelLoad(request, metadata=metadata, timeout=timeout)
-
-
-async def repository_unload(
-    channel: grpc.aio.Channel,
-    model: str,
-    parameters: Mapping[str, ParamValue],
-    metadata: Metadata,
-    timeout: float,
-) -> None:
-    request = pb.RepositoryModelUnloadRequest(model_name=model)
-    _repository_parameters(request, parameters)
-    await _stub(channel).RepositoryModelUnload(request, metadata=metadata, timeout=timeout)
+    """RepositoryModelLoad or RepositoryModelUnload of `model`, with `parameters`."""
+    stub = _stub(channel)
+    if kind == "load":
+        load = pb.RepositoryModelLoadRequest(model_name=model)
+        _repository_parameters(load, parameters)
+        await stub.RepositoryModelLoad(load, metadata=metadata, timeout=timeout)
+    else:
+        unload = pb.RepositoryModelUnloadRequest(model_name=model)
+        _repository_parameters(unload, parameters)
+        await stub.RepositoryModelUnload(unload, metadata=metadata, timeout=timeout)
