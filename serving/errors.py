@@ -2,6 +2,7 @@
 
     ServingError
     ├── NotFound              unknown model or version                     → NOT_FOUND
+    ├── AlreadyExists         a shared-memory region name already in use   → ALREADY_EXISTS
     ├── InvalidInput          wrong name, shape, dtype, byte count, batch  → INVALID_ARGUMENT
     ├── QueueFull             a batcher's queue is at max_queue_size       → RESOURCE_EXHAUSTED
     ├── Unavailable           not ready, draining, shutting down           → UNAVAILABLE
@@ -9,6 +10,7 @@
     ├── Cancelled             the caller went away                         → CANCELLED
     ├── Unauthenticated       missing or wrong admin token                 → UNAUTHENTICATED
     ├── ModelConfigError      a config.pbtxt or model file is unusable     → FAILED_PRECONDITION
+    ├── FailedPrecondition    the server lacks what the call needs (a GPU)  → FAILED_PRECONDITION
     └── ModelExecutionError   the backend raised while running a batch     → INTERNAL
 
 The core raises these and never imports grpc.
@@ -22,6 +24,14 @@ class ServingError(Exception):
 
 
 class NotFound(ServingError):
+    pass
+
+
+class AlreadyExists(ServingError):
+    pass
+
+
+class FailedPrecondition(ServingError):
     pass
 
 

@@ -1,0 +1,1 @@
+"""Clients' shared-memory regions (Triton's extension): registration, tensor reads and writes."""
