@@ -7,7 +7,6 @@ calls `infer` from a worker thread (never on the event loop) with inputs already
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from serving.types import Array, TensorMap
@@ -51,7 +50,3 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release the model and its device memory; idempotent."""
         ...
-
-
-class BackendFactory(Protocol):
-    def __call__(self, model_file: Path, placement: Placement, parameters: dict[str, str]) -> Backend: ...

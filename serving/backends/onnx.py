@@ -41,31 +41,12 @@ CUDA_PROVIDER_OPTIONS = (
 
 ProviderSpec = str | tuple[str, dict[str, int | str]]
 
-# onnxruntime's NodeArg.type for tensors → KServe v2 datatype.
-_ORT_TO_V2 = {
-    "tensor(bool)": "BOOL",
-    "tensor(uint8)": "UINT8",
-    "tensor(uint16)": "UINT16",
-    "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64",
-    "tensor(int8)": "INT8",
-    "tensor(int16)": "INT16",
-    "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64",
-    "tensor(float16)": "FP16",
-    "tensor(bfloat16)": "BF16",
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-    "tensor(string)": "BYTES",
-}
 
-
-class TensorSpec(NamedTuple):
-    """An input or output as the model file declares it."""
+class SessionTensor(NamedTuple):
+    """An input or output as the session declares it."""
 
     name: str
-    datatype: str  # KServe v2 name ("FP32"); onnxruntime's own type string for non-tensors
-    shape: tuple[int, ...]  # -1 for a dynamic dimension
+    is_string: bool  # a string tensor (BYTES): it lives on the host
 
 
 def ort_providers(
@@ -103,9 +84,8 @@ def _positive_int(model_file: Path, key: str, value: str) -> int:
     return number
 
 
-def _spec(arg: Any) -> TensorSpec:
-    shape = tuple(dim if isinstance(dim, int) and dim >= 0 else -1 for dim in (arg.shape or ()))
-    return TensorSpec(str(arg.name), _ORT_TO_V2.get(arg.type, str(arg.type)), shape)
+def _tensor(arg: Any) -> SessionTensor:
+    return SessionTensor(str(arg.name), arg.type == "tensor(string)")
 
 
 def to_ort(name: str, array: Array) -> Array:
@@ -149,8 +129,8 @@ class OnnxBackend:
         self._model_file = model_file
         providers = ort_providers(placement, inventory, parameters)
         self._session: Any = self._open(model_file, session_options(model_file, parameters), providers)
-        self._inputs = [_spec(arg) for arg in self._session.get_inputs()]
-        self._outputs = [_spec(arg) for arg in self._session.get_outputs()]
+        self._inputs = [_tensor(arg) for arg in self._session.get_inputs()]
+        self._outputs = [_tensor(arg) for arg in self._session.get_outputs()]
         self._device_id = gpu_index(placement) if placement.is_gpu else 0
 
     def _open(self, model_file: Path, options: Any, providers: list[ProviderSpec]) -> Any:
@@ -170,12 +150,6 @@ class OnnxBackend:
                 f"the session got only {actual} (see onnxruntime's log for the CUDA/cuDNN error)"
             )
         return session
-
-    def input_specs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    def output_specs(self) -> list[TensorSpec]:
-        return list(self._outputs)
 
     def infer(self, inputs: TensorMap) -> BatchResult:
         session = self._session
@@ -200,7 +174,7 @@ class OnnxBackend:
             self._bind_input(binding, name, array)
         binding.synchronize_inputs()
         for spec in self._outputs:
-            device = "cpu" if spec.datatype == "BYTES" else "cuda"  # string tensors live on the host
+            device = "cpu" if spec.is_string else "cuda"  # string tensors live on the host
             binding.bind_output(spec.name, device, self._device_id)
         bound = time.perf_counter_ns()
         session.run_with_iobinding(binding)

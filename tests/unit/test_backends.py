@@ -15,14 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from serving.backends.base import Backend, Placement
 from serving.backends.devices import DeviceInventory
-from serving.backends.loader import (
-    MODEL_FILENAMES,
-    backend_for,
-    create_backend,
-    gpu_capable,
-    platform_name,
-)
-from serving.backends.onnx import OnnxBackend, TensorSpec
+from serving.backends.loader import create_backend, gpu_capable
+from serving.backends.onnx import OnnxBackend
+from serving.backends.platforms import MODEL_FILENAMES, platform_name
 from serving.backends.torch import TorchBackend, load_module
 from serving.errors import ModelConfigError, ModelExecutionError, Unavailable
 from serving.types import Array
@@ -167,20 +162,12 @@ def test_close_is_idempotent_and_refuses_later_batches(backend: Backend) -> None
 
 def test_onnx_returns_every_output_and_ignores_extra_inputs(models: dict[str, Path]) -> None:
     x = batch(3)
-    result = OnnxBackend(models["onnx"], CPU, {}, CPU_ONLY).infer({"input": x, "unrelated": x})
+    onnx_backend = OnnxBackend(models["onnx"], CPU, {"cpu_threads": "1"}, CPU_ONLY)
+    result = onnx_backend.infer({"input": x, "unrelated": x})
     probs, logits = reference(x)
     assert sorted(result.outputs) == ["logits", "probs"]
     np.testing.assert_allclose(result.outputs["logits"], logits, atol=1e-5)
     np.testing.assert_allclose(result.outputs["probs"], probs, atol=1e-5)
-
-
-def test_onnx_reports_the_model_files_inputs_and_outputs(models: dict[str, Path]) -> None:
-    onnx_backend = OnnxBackend(models["onnx"], CPU, {"cpu_threads": "1"}, CPU_ONLY)
-    assert onnx_backend.input_specs() == [TensorSpec("input", "FP32", (-1, 4))]
-    assert onnx_backend.output_specs() == [
-        TensorSpec("probs", "FP32", (-1, 3)),
-        TensorSpec("logits", "FP32", (-1, 3)),
-    ]
 
 
 @pytest.mark.parametrize("threads", ["0", "two", "-1"])
@@ -253,16 +240,14 @@ def test_torch_takes_read_only_inputs_without_warning(models: dict[str, Path]) -
     np.testing.assert_allclose(probs, reference(x)[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["model.onnx", "model.pt", "model.pt2"])
+@pytest.mark.parametrize("platform", ["onnxruntime_onnx", "pytorch_libtorch", "torch_export"])
 @pytest.mark.parametrize("content", [b"not a model", None])
-def test_unusable_model_files_name_the_file(tmp_path: Path, name: str, content: bytes | None) -> None:
-    model_file = tmp_path / name
+def test_unusable_model_files_name_the_file(tmp_path: Path, platform: str, content: bytes | None) -> None:
+    model_file = tmp_path / MODEL_FILENAMES[platform]
     if content is not None:
         model_file.write_bytes(content)
     with pytest.raises(ModelConfigError, match=str(model_file)):
-        create_backend(
-            backend_for(model_file), model_file, CPU, {}, CPU_ONLY, [("input", FP32)], [("probs", FP32)]
-        )
+        create_backend(platform, model_file, CPU, {}, CPU_ONLY, [("input", FP32)], [("probs", FP32)])
 
 
 @pytest.mark.parametrize(
@@ -276,12 +261,7 @@ def test_create_backend_runs_each_platform(models: dict[str, Path], platform: st
     np.testing.assert_allclose(created.infer({"input": x}).outputs["probs"], reference(x)[0], atol=1e-5)
 
 
-def test_loader_maps_suffixes_and_rejects_unknown_names(tmp_path: Path) -> None:
-    assert backend_for(Path("model.onnx")) == "onnxruntime_onnx"
-    assert backend_for(Path("model.pt")) == "pytorch_libtorch"
-    assert backend_for(Path("model.pt2")) == "torch_export"
-    with pytest.raises(ModelConfigError, match="model.savedmodel"):
-        backend_for(Path("model.savedmodel"))
+def test_loader_rejects_unknown_platform_names() -> None:
     with pytest.raises(ModelConfigError, match="tensorflow"):
         platform_name("tensorflow")
 
