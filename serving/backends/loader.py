@@ -8,16 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from serving.backends.base import Backend, Placement
+from serving.backends.base import Backend, InstanceSpec, Placement, TensorDecl
 from serving.backends.devices import DeviceInventory
 from serving.backends.platforms import ONNX, platform_name
 from serving.errors import ModelConfigError
-
-TensorDecl = tuple[str, np.dtype[Any]]  # (name, numpy dtype) of a config input or output
 
 
 def gpu_capable(platform: str, inventory: DeviceInventory) -> bool:
@@ -35,24 +32,18 @@ def create_backend(
     inventory: DeviceInventory,
     inputs: Sequence[TensorDecl],
     outputs: Sequence[TensorDecl],
+    max_batch_size: int = 0,
 ) -> Backend:
     """Load one instance of a model. Raises ModelConfigError (naming the file) when it cannot."""
     platform = platform_name(platform)
+    instance = InstanceSpec(model_file, placement, parameters, inventory)
     if platform == ONNX:
         from serving.backends.onnx import OnnxBackend
 
-        return OnnxBackend(model_file, placement, parameters, inventory)
+        return OnnxBackend(instance)
     from serving.backends.torch import TorchBackend
 
-    for name, dtype in inputs:
-        if np.dtype(dtype).kind not in "biuf":
+    for name, dtype, _ in inputs:
+        if np.dtype(dtype).kind not in "biufO":
             raise ModelConfigError(f"{model_file}: torch models cannot take {dtype} input {name!r}")
-    return TorchBackend(
-        model_file,
-        placement,
-        parameters,
-        inventory,
-        input_names=[name for name, _ in inputs],
-        output_names=[name for name, _ in outputs],
-        output_dtypes=dict(outputs),
-    )
+    return TorchBackend(instance, inputs, outputs, max_batch_size)

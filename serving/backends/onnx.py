@@ -22,10 +22,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import onnxruntime as ort
 
-from serving.backends.base import BatchResult, ComputeTimings, Placement
+from serving.backends.base import BatchResult, ComputeTimings, InstanceSpec, Placement
 from serving.backends.devices import DeviceInventory, gpu_index
 from serving.errors import ModelConfigError, Unavailable
-from serving.types import Array, TensorMap, decode_utf8
+from serving.types import Array, TensorMap, utf8_bytes, utf8_texts
 
 logger = logging.getLogger("serving.backends")
 
@@ -95,10 +95,8 @@ def to_ort(name: str, array: Array) -> Array:
     that before batching); one that is not is refused, naming the element, never altered."""
     if array.dtype.kind != "O":
         return array
-    flat = array.reshape(-1)
-    text = np.empty(flat.shape[0], dtype=object)
-    for index, item in enumerate(flat):
-        text[index] = decode_utf8(name, index, item)
+    text = np.empty(array.size, dtype=object)
+    text[:] = utf8_texts(name, array)
     return text.reshape(array.shape)
 
 
@@ -106,11 +104,7 @@ def from_ort(value: Array) -> Array:
     """An output as the rest of the server takes it: string tensors (arrays of `str`) become `bytes`."""
     if value.dtype.kind not in ("O", "U"):
         return value
-    flat = value.reshape(-1)
-    data = np.empty(flat.shape[0], dtype=object)
-    for index, item in enumerate(flat):
-        data[index] = item.encode("utf-8") if isinstance(item, str) else bytes(item)
-    return data.reshape(value.shape)
+    return utf8_bytes(value.reshape(-1)).reshape(value.shape)
 
 
 class OnnxBackend:
@@ -118,16 +112,11 @@ class OnnxBackend:
 
     placement: Placement
 
-    def __init__(
-        self,
-        model_file: Path,
-        placement: Placement,
-        parameters: Mapping[str, str],
-        inventory: DeviceInventory,
-    ) -> None:
+    def __init__(self, instance: InstanceSpec) -> None:
+        model_file, placement, parameters = instance.model_file, instance.placement, instance.parameters
         self.placement = placement
         self._model_file = model_file
-        providers = ort_providers(placement, inventory, parameters)
+        providers = ort_providers(placement, instance.inventory, parameters)
         self._session: Any = self._open(model_file, session_options(model_file, parameters), providers)
         self._inputs = [_tensor(arg) for arg in self._session.get_inputs()]
         self._outputs = [_tensor(arg) for arg in self._session.get_outputs()]

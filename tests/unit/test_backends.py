@@ -13,7 +13,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from serving.backends.base import Backend, Placement
+from serving.backends.base import Backend, InstanceSpec, Placement, TensorDecl
 from serving.backends.devices import DeviceInventory
 from serving.backends.loader import create_backend, gpu_capable
 from serving.backends.onnx import OnnxBackend
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:Depr
 CPU = Placement("cpu")
 CPU_ONLY = DeviceInventory(gpu_count=0, ort_providers=("CPUExecutionProvider",))
 FP32 = np.dtype(np.float32)
+INPUT, PROBS = [TensorDecl("input", FP32)], [TensorDecl("probs", FP32)]
 RNG_SEED = 7
 
 
@@ -125,7 +126,9 @@ def torch_backend(
     outputs: Mapping[str, np.dtype[Any]] | None = None,
 ) -> TorchBackend:
     outputs = outputs or {"probs": FP32}
-    return TorchBackend(model_file, CPU, parameters or {}, CPU_ONLY, ["input"], list(outputs), outputs)
+    instance = InstanceSpec(model_file, CPU, parameters or {}, CPU_ONLY)
+    declared = [TensorDecl(name, dtype) for name, dtype in outputs.items()]
+    return TorchBackend(instance, [TensorDecl("input", FP32)], declared)
 
 
 @pytest.fixture(params=["onnx", "pt", "pt2"])
@@ -133,7 +136,7 @@ def backend(request: pytest.FixtureRequest, models: dict[str, Path]) -> Iterator
     model_file = models[request.param]
     created: Backend
     if request.param == "onnx":
-        created = OnnxBackend(model_file, CPU, {}, CPU_ONLY)
+        created = OnnxBackend(InstanceSpec(model_file, CPU, {}, CPU_ONLY))
     else:
         created = torch_backend(model_file)
     yield created
@@ -162,7 +165,7 @@ def test_close_is_idempotent_and_refuses_later_batches(backend: Backend) -> None
 
 def test_onnx_returns_every_output_and_ignores_extra_inputs(models: dict[str, Path]) -> None:
     x = batch(3)
-    onnx_backend = OnnxBackend(models["onnx"], CPU, {"cpu_threads": "1"}, CPU_ONLY)
+    onnx_backend = OnnxBackend(InstanceSpec(models["onnx"], CPU, {"cpu_threads": "1"}, CPU_ONLY))
     result = onnx_backend.infer({"input": x, "unrelated": x})
     probs, logits = reference(x)
     assert sorted(result.outputs) == ["logits", "probs"]
@@ -173,7 +176,7 @@ def test_onnx_returns_every_output_and_ignores_extra_inputs(models: dict[str, Pa
 @pytest.mark.parametrize("threads", ["0", "two", "-1"])
 def test_onnx_rejects_bad_cpu_threads(models: dict[str, Path], threads: str) -> None:
     with pytest.raises(ModelConfigError, match="cpu_threads"):
-        OnnxBackend(models["onnx"], CPU, {"cpu_threads": threads}, CPU_ONLY)
+        OnnxBackend(InstanceSpec(models["onnx"], CPU, {"cpu_threads": threads}, CPU_ONLY))
 
 
 @pytest.mark.parametrize("kind", ["pt", "pt2"])
@@ -247,7 +250,7 @@ def test_unusable_model_files_name_the_file(tmp_path: Path, platform: str, conte
     if content is not None:
         model_file.write_bytes(content)
     with pytest.raises(ModelConfigError, match=str(model_file)):
-        create_backend(platform, model_file, CPU, {}, CPU_ONLY, [("input", FP32)], [("probs", FP32)])
+        create_backend(platform, model_file, CPU, {}, CPU_ONLY, INPUT, PROBS)
 
 
 @pytest.mark.parametrize(
@@ -256,7 +259,7 @@ def test_unusable_model_files_name_the_file(tmp_path: Path, platform: str, conte
 def test_create_backend_runs_each_platform(models: dict[str, Path], platform: str) -> None:
     model_file = models["pt2" if platform == "torch_export" else "pt" if "torch" in platform else "onnx"]
     assert MODEL_FILENAMES[platform_name(platform)] == model_file.name
-    created = create_backend(platform, model_file, CPU, {}, CPU_ONLY, [("input", FP32)], [("probs", FP32)])
+    created = create_backend(platform, model_file, CPU, {}, CPU_ONLY, INPUT, PROBS)
     x = batch(2)
     np.testing.assert_allclose(created.infer({"input": x}).outputs["probs"], reference(x)[0], atol=1e-5)
 
@@ -264,13 +267,6 @@ def test_create_backend_runs_each_platform(models: dict[str, Path], platform: st
 def test_loader_rejects_unknown_platform_names() -> None:
     with pytest.raises(ModelConfigError, match="tensorflow"):
         platform_name("tensorflow")
-
-
-def test_torch_models_refuse_bytes_inputs(models: dict[str, Path]) -> None:
-    with pytest.raises(ModelConfigError, match="'text'"):
-        create_backend(
-            "pytorch", models["pt"], CPU, {}, CPU_ONLY, [("text", np.dtype(object))], [("probs", FP32)]
-        )
 
 
 def test_gpu_capable_depends_on_the_platform() -> None:
