@@ -4,6 +4,12 @@ The model is called positionally with the inputs in config order and may return 
 list (mapped to the config's outputs in order) or a dict (by output name). Outputs are cast to the
 config's datatypes on the way out.
 
+Strings follow Triton's libtorch backend: a TYPE_STRING input reaches a TorchScript model as a List[str]
+(every element UTF-8 decoded, in row-major order), and a List[str] the model returns for a TYPE_STRING
+output comes back as BYTES (UTF-8 encoded), shaped (batch rows, *config dims), or by the dims alone
+when the model does not batch. torch.export bakes non-tensor arguments in as constants, so a `.pt2`
+config with TYPE_STRING tensors is refused at load.
+
 On 'cuda:N' each instance runs on its own CUDA stream (so several instances on one GPU overlap), with
 inputs staged through pinned host memory; the three compute stages are timed after synchronising
 that stream, so another instance's work never counts against this one. CUDA graphs are a later step.
@@ -185,7 +191,7 @@ class TorchBackend:
     ) -> BatchResult:
         """The three stages, each timed after `sync` (the instance's CUDA stream; nothing on the CPU)."""
         start = time.perf_counter_ns()
-        rows = next(iter(arrays.values())).shape[0] if arrays else 0
+        rows = next((array.shape[0] for array in arrays.values() if array.ndim), 1)  # for List[str] outputs
         values = [self._to_device(name, array) for name, array in arrays.items()]
         sync()
         moved = time.perf_counter_ns()
@@ -198,9 +204,7 @@ class TorchBackend:
 
     def _to_device(self, name: str, array: Array) -> torch.Tensor | list[str]:
         if array.dtype.kind == "O":
-            return utf8_texts(
-                name, array
-            )  # TYPE_STRING → List[str], row-major (Triton libtorch's convention)
+            return utf8_texts(name, array)  # TYPE_STRING → List[str], row-major, as Triton's libtorch
         if self._device.type != "cuda":
             host = torch.from_numpy(_writable_contiguous(array))
         else:
