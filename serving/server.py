@@ -23,7 +23,7 @@ from serving.api.admin_servicer import ModelAdminServicer
 from serving.api.auth import AdminTokenInterceptor, read_token
 from serving.api.inference_servicer import InferenceServicer
 from serving.api.instrumentation import Monitoring
-from serving.backends.base import Backend, Placement
+from serving.backends.base import Backend, Placement, TensorDecl
 from serving.backends.devices import DeviceInventory, detect_inventory, plan_placements
 from serving.backends.loader import create_backend, gpu_capable
 from serving.config import ServerSettings
@@ -121,8 +121,9 @@ class ServingServer:
             placement,
             spec.parameters,
             self.inventory,
-            [(t.name, t.dtype) for t in spec.inputs],
-            [(t.name, t.dtype) for t in spec.outputs],
+            [TensorDecl(t.name, t.dtype, t.dims) for t in spec.inputs],
+            [TensorDecl(t.name, t.dtype, t.dims) for t in spec.outputs],
+            spec.max_batch_size,
         )
 
     async def start(self) -> BoundPorts:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -63,6 +63,27 @@ def decode_utf8(name: str, index: int, item: object) -> str:
             f"input '{name}' element {index} is not valid UTF-8 (byte 0x{bytes(item)[exc.start]:02x} at "
             f"offset {exc.start}); string tensors of onnxruntime and PyTorch models carry UTF-8 text"
         ) from None
+
+
+def utf8_texts(name: str, array: Array) -> list[str]:
+    """A BYTES tensor's elements as text, flattened in row-major order (decode_utf8 on each)."""
+    return [decode_utf8(name, index, item) for index, item in enumerate(array.reshape(-1))]
+
+
+def utf8_bytes(items: Iterable[object]) -> Array:
+    """Text elements (str, or bytes already) as a 1-D BYTES array: an object array of UTF-8 `bytes`."""
+    encoded = [_utf8(item) for item in items]
+    data = np.empty(len(encoded), dtype=object)
+    data[:] = encoded
+    return data
+
+
+def _utf8(item: object) -> bytes:
+    if isinstance(item, str):
+        return item.encode("utf-8")
+    if isinstance(item, bytes | bytearray | memoryview):
+        return bytes(item)
+    raise TypeError(f"a string element must be str or bytes, got {type(item).__name__}")
 
 
 def numpy_to_v2(dtype: np.dtype[Any]) -> str:

@@ -6,11 +6,17 @@ calls `infer` from a worker thread (never on the event loop) with inputs already
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+import numpy as np
 
 from serving.types import Array, TensorMap
+
+if TYPE_CHECKING:  # devices.py imports Placement from here
+    from serving.backends.devices import DeviceInventory
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,25 @@ class Placement:
     @property
     def is_gpu(self) -> bool:
         return self.device.startswith("cuda")
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What one backend instance loads and where: the model file, config.pbtxt `parameters`, its
+    placement, and the devices the process sees."""
+
+    model_file: Path
+    placement: Placement
+    parameters: Mapping[str, str]
+    inventory: DeviceInventory
+
+
+class TensorDecl(NamedTuple):
+    """A config input or output as a backend needs it; `dims` exclude the batch dimension (-1 = any)."""
+
+    name: str
+    dtype: np.dtype[Any]  # numpy dtype; BYTES is object
+    dims: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,7 +76,3 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release the model and its device memory; idempotent."""
         ...
-
-
-class BackendFactory(Protocol):
-    def __call__(self, model_file: Path, placement: Placement, parameters: dict[str, str]) -> Backend: ...

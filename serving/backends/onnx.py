@@ -22,10 +22,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import onnxruntime as ort
 
-from serving.backends.base import BatchResult, ComputeTimings, Placement
+from serving.backends.base import BatchResult, ComputeTimings, InstanceSpec, Placement
 from serving.backends.devices import DeviceInventory, gpu_index
 from serving.errors import ModelConfigError, Unavailable
-from serving.types import Array, TensorMap, decode_utf8
+from serving.types import Array, TensorMap, utf8_bytes, utf8_texts
 
 logger = logging.getLogger("serving.backends")
 
@@ -41,31 +41,12 @@ CUDA_PROVIDER_OPTIONS = (
 
 ProviderSpec = str | tuple[str, dict[str, int | str]]
 
-# onnxruntime's NodeArg.type for tensors → KServe v2 datatype.
-_ORT_TO_V2 = {
-    "tensor(bool)": "BOOL",
-    "tensor(uint8)": "UINT8",
-    "tensor(uint16)": "UINT16",
-    "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64",
-    "tensor(int8)": "INT8",
-    "tensor(int16)": "INT16",
-    "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64",
-    "tensor(float16)": "FP16",
-    "tensor(bfloat16)": "BF16",
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-    "tensor(string)": "BYTES",
-}
 
-
-class TensorSpec(NamedTuple):
-    """An input or output as the model file declares it."""
+class SessionTensor(NamedTuple):
+    """An input or output as the session declares it."""
 
     name: str
-    datatype: str  # KServe v2 name ("FP32"); onnxruntime's own type string for non-tensors
-    shape: tuple[int, ...]  # -1 for a dynamic dimension
+    is_string: bool  # a string tensor (BYTES): it lives on the host
 
 
 def ort_providers(
@@ -103,9 +84,8 @@ def _positive_int(model_file: Path, key: str, value: str) -> int:
     return number
 
 
-def _spec(arg: Any) -> TensorSpec:
-    shape = tuple(dim if isinstance(dim, int) and dim >= 0 else -1 for dim in (arg.shape or ()))
-    return TensorSpec(str(arg.name), _ORT_TO_V2.get(arg.type, str(arg.type)), shape)
+def _tensor(arg: Any) -> SessionTensor:
+    return SessionTensor(str(arg.name), arg.type == "tensor(string)")
 
 
 def to_ort(name: str, array: Array) -> Array:
@@ -115,10 +95,8 @@ def to_ort(name: str, array: Array) -> Array:
     that before batching); one that is not is refused, naming the element, never altered."""
     if array.dtype.kind != "O":
         return array
-    flat = array.reshape(-1)
-    text = np.empty(flat.shape[0], dtype=object)
-    for index, item in enumerate(flat):
-        text[index] = decode_utf8(name, index, item)
+    text = np.empty(array.size, dtype=object)
+    text[:] = utf8_texts(name, array)
     return text.reshape(array.shape)
 
 
@@ -126,11 +104,7 @@ def from_ort(value: Array) -> Array:
     """An output as the rest of the server takes it: string tensors (arrays of `str`) become `bytes`."""
     if value.dtype.kind not in ("O", "U"):
         return value
-    flat = value.reshape(-1)
-    data = np.empty(flat.shape[0], dtype=object)
-    for index, item in enumerate(flat):
-        data[index] = item.encode("utf-8") if isinstance(item, str) else bytes(item)
-    return data.reshape(value.shape)
+    return utf8_bytes(value.reshape(-1)).reshape(value.shape)
 
 
 class OnnxBackend:
@@ -138,19 +112,14 @@ class OnnxBackend:
 
     placement: Placement
 
-    def __init__(
-        self,
-        model_file: Path,
-        placement: Placement,
-        parameters: Mapping[str, str],
-        inventory: DeviceInventory,
-    ) -> None:
+    def __init__(self, instance: InstanceSpec) -> None:
+        model_file, placement, parameters = instance.model_file, instance.placement, instance.parameters
         self.placement = placement
         self._model_file = model_file
-        providers = ort_providers(placement, inventory, parameters)
+        providers = ort_providers(placement, instance.inventory, parameters)
         self._session: Any = self._open(model_file, session_options(model_file, parameters), providers)
-        self._inputs = [_spec(arg) for arg in self._session.get_inputs()]
-        self._outputs = [_spec(arg) for arg in self._session.get_outputs()]
+        self._inputs = [_tensor(arg) for arg in self._session.get_inputs()]
+        self._outputs = [_tensor(arg) for arg in self._session.get_outputs()]
         self._device_id = gpu_index(placement) if placement.is_gpu else 0
 
     def _open(self, model_file: Path, options: Any, providers: list[ProviderSpec]) -> Any:
@@ -170,12 +139,6 @@ class OnnxBackend:
                 f"the session got only {actual} (see onnxruntime's log for the CUDA/cuDNN error)"
             )
         return session
-
-    def input_specs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    def output_specs(self) -> list[TensorSpec]:
-        return list(self._outputs)
 
     def infer(self, inputs: TensorMap) -> BatchResult:
         session = self._session
@@ -200,7 +163,7 @@ class OnnxBackend:
             self._bind_input(binding, name, array)
         binding.synchronize_inputs()
         for spec in self._outputs:
-            device = "cpu" if spec.datatype == "BYTES" else "cuda"  # string tensors live on the host
+            device = "cpu" if spec.is_string else "cuda"  # string tensors live on the host
             binding.bind_output(spec.name, device, self._device_id)
         bound = time.perf_counter_ns()
         session.run_with_iobinding(binding)

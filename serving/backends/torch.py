@@ -4,6 +4,12 @@ The model is called positionally with the inputs in config order and may return 
 list (mapped to the config's outputs in order) or a dict (by output name). Outputs are cast to the
 config's datatypes on the way out.
 
+Strings follow Triton's libtorch backend: a TYPE_STRING input reaches a TorchScript model as a List[str]
+(every element UTF-8 decoded, in row-major order), and a List[str] the model returns for a TYPE_STRING
+output comes back as BYTES (UTF-8 encoded), shaped (batch rows, *config dims), or by the dims alone
+when the model does not batch. torch.export bakes non-tensor arguments in as constants, so a `.pt2`
+config with TYPE_STRING tensors is refused at load.
+
 On 'cuda:N' each instance runs on its own CUDA stream (so several instances on one GPU overlap), with
 inputs staged through pinned host memory; the three compute stages are timed after synchronising
 that stream, so another instance's work never counts against this one. CUDA graphs are a later step.
@@ -28,10 +34,10 @@ import numpy as np
 import torch
 from torch.export.passes import move_to_device_pass
 
-from serving.backends.base import BatchResult, ComputeTimings, Placement
+from serving.backends.base import BatchResult, ComputeTimings, InstanceSpec, Placement, TensorDecl
 from serving.backends.devices import DeviceInventory, gpu_index
 from serving.errors import ModelConfigError, ModelExecutionError, Unavailable
-from serving.types import Array, TensorMap
+from serving.types import Array, TensorMap, utf8_bytes, utf8_texts
 
 logger = logging.getLogger("serving.backends")
 
@@ -133,20 +139,22 @@ class TorchBackend:
 
     def __init__(
         self,
-        model_file: Path,
-        placement: Placement,
-        parameters: Mapping[str, str],
-        inventory: DeviceInventory,
-        input_names: Sequence[str],
-        output_names: Sequence[str],
-        output_dtypes: Mapping[str, np.dtype[Any]],
+        instance: InstanceSpec,
+        inputs: Sequence[TensorDecl],
+        outputs: Sequence[TensorDecl],
+        max_batch_size: int = 0,
     ) -> None:
-        self.placement = placement
+        model_file, parameters = instance.model_file, instance.parameters
+        if model_file.suffix == ".pt2":
+            refuse_strings(model_file, inputs, outputs)
+        self.placement = instance.placement
         self._model_file = model_file
-        self._input_names = list(input_names)
-        self._output_names = list(output_names)
-        self._output_dtypes = _output_dtypes(model_file, self._output_names, output_dtypes)
-        self._device = torch_device(model_file, placement, inventory)
+        self._input_names = [decl.name for decl in inputs]
+        self._outputs = {decl.name: _output_dtype(model_file, decl) for decl in outputs}
+        self._output_shapes = {
+            decl.name: _string_shape(model_file, decl, max_batch_size > 0) for decl in outputs
+        }
+        self._device = torch_device(model_file, self.placement, instance.inventory)
         self._half = compute_dtype(model_file, parameters, self._device)
         module = load_module(model_file, self._device)
         self._module: torch.nn.Module | None = module if self._half is None else module.to(self._half)
@@ -183,17 +191,20 @@ class TorchBackend:
     ) -> BatchResult:
         """The three stages, each timed after `sync` (the instance's CUDA stream; nothing on the CPU)."""
         start = time.perf_counter_ns()
-        tensors = [self._to_device(name, array) for name, array in arrays.items()]
+        rows = next((array.shape[0] for array in arrays.values() if array.ndim), 1)  # for List[str] outputs
+        values = [self._to_device(name, array) for name, array in arrays.items()]
         sync()
         moved = time.perf_counter_ns()
-        result = module(*tensors)
+        result = module(*values)
         sync()
         ran = time.perf_counter_ns()
-        outputs = {name: self._to_host(name, tensor) for name, tensor in self._named(result).items()}
+        outputs = {name: self._to_host(name, value, rows) for name, value in self._named(result).items()}
         end = time.perf_counter_ns()
         return BatchResult(outputs, ComputeTimings(moved - start, ran - moved, end - ran))
 
-    def _to_device(self, name: str, array: Array) -> torch.Tensor:
+    def _to_device(self, name: str, array: Array) -> torch.Tensor | list[str]:
+        if array.dtype.kind == "O":
+            return utf8_texts(name, array)  # TYPE_STRING → List[str], row-major, as Triton's libtorch
         if self._device.type != "cuda":
             host = torch.from_numpy(_writable_contiguous(array))
         else:
@@ -206,9 +217,9 @@ class TorchBackend:
             tensor = tensor.to(self._half)
         return tensor
 
-    def _named(self, result: Any) -> dict[str, torch.Tensor]:
-        names = self._output_names
-        if isinstance(result, torch.Tensor):
+    def _named(self, result: Any) -> dict[str, Any]:
+        names = list(self._outputs)
+        if isinstance(result, torch.Tensor) or _is_text_list(result):
             values: list[Any] = [result]
         elif isinstance(result, Mapping):
             missing = [name for name in names if name not in result]
@@ -221,17 +232,38 @@ class TorchBackend:
             values = list(result)
         else:
             raise ModelExecutionError(f"{self._model_file}: model returned a {type(result).__name__}")
-        if len(values) != len(names) or not all(isinstance(value, torch.Tensor) for value in values):
+        if len(values) != len(names) or not all(
+            isinstance(value, torch.Tensor) or _is_text_list(value) for value in values
+        ):
             raise ModelExecutionError(
                 f"{self._model_file}: model returned {len(values)} value(s) but the config declares "
                 f"outputs {names}"
             )
         return dict(zip(names, values, strict=True))
 
-    def _to_host(self, name: str, tensor: torch.Tensor) -> Array:
+    def _to_host(self, name: str, value: torch.Tensor | list[str], rows: int) -> Array:
+        dtype = self._outputs[name]
+        if dtype is None:  # a TYPE_STRING output: the model's List[str], shaped by the config dims
+            return self._strings(name, value, rows)
+        if not isinstance(value, torch.Tensor):
+            raise ModelExecutionError(f"{self._model_file}: output {name!r} is a list of str, not a tensor")
         # Cast where the tensor is (the GPU is fast at it), then copy to the host (blocking).
-        host = tensor.to(dtype=self._output_dtypes[name]).cpu()
-        return host.numpy()
+        return value.to(dtype=dtype).cpu().numpy()
+
+    def _strings(self, name: str, value: torch.Tensor | list[str], rows: int) -> Array:
+        if not isinstance(value, list):
+            raise ModelExecutionError(
+                f"{self._model_file}: output {name!r} is TYPE_STRING but the model returned a tensor, "
+                "not a List[str]"
+            )
+        shape = tuple(rows if dim is None else dim for dim in self._output_shapes[name])
+        try:
+            return utf8_bytes(value).reshape(shape)
+        except ValueError:
+            raise ModelExecutionError(
+                f"{self._model_file}: output {name!r}: {len(value)} strings do not fill the shape "
+                f"{list(shape)} (the batch's rows, then the config dims)"
+            ) from None
 
     def close(self) -> None:
         self._module = None
@@ -239,13 +271,39 @@ class TorchBackend:
         # Device memory returns to torch's caching allocator; empty_cache would stall other instances.
 
 
-def _output_dtypes(
-    model_file: Path, names: Sequence[str], dtypes: Mapping[str, np.dtype[Any]]
-) -> dict[str, torch.dtype]:
-    missing = [name for name in names if name not in dtypes]
-    if missing:
-        raise ModelConfigError(f"{model_file}: no datatype given for outputs {missing}")
-    return {name: torch_dtype(model_file, name, dtypes[name]) for name in names}
+def refuse_strings(model_file: Path, inputs: Sequence[TensorDecl], outputs: Sequence[TensorDecl]) -> None:
+    """torch.export bakes non-tensor arguments into the program as constants: it cannot take strings."""
+    for kind, decls in (("input", inputs), ("output", outputs)):
+        for decl in decls:
+            if decl.dtype.kind == "O":
+                raise ModelConfigError(
+                    f"{model_file}: {kind} {decl.name!r} is TYPE_STRING, but torch.export (.pt2) models "
+                    "cannot take or return strings; use TorchScript (.pt) or ONNX for string tensors"
+                )
+
+
+def _output_dtype(model_file: Path, decl: TensorDecl) -> torch.dtype | None:
+    """The torch dtype an output is cast to; None for a TYPE_STRING output (a List[str])."""
+    if decl.dtype.kind == "O":
+        return None
+    return torch_dtype(model_file, decl.name, decl.dtype)
+
+
+def _string_shape(model_file: Path, decl: TensorDecl, batching: bool) -> tuple[int | None, ...]:
+    """How a TYPE_STRING output's List[str] is shaped: None (the batch's rows) first when the model
+    batches, then the config dims, where one -1 takes what the other dimensions leave."""
+    if decl.dtype.kind != "O":
+        return ()
+    if decl.dims.count(-1) > 1:
+        raise ModelConfigError(
+            f"{model_file}: TYPE_STRING output {decl.name!r} has dims {list(decl.dims)}; a List[str] "
+            "output can be shaped with at most one -1"
+        )
+    return ((None,) if batching else ()) + decl.dims
+
+
+def _is_text_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 def _writable_contiguous(array: Array) -> Array:

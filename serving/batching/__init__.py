@@ -1,1 +1,2 @@
-"""The dynamic batcher: queueing, scheduling onto instances, merging and splitting tensors."""
+"""The dynamic batcher: policy (when a batch goes), queue (admission, deadlines), tensors (merge/split),
+batcher (scheduling batches onto instances and running them)."""

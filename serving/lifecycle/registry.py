@@ -13,9 +13,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from serving.backends.base import Backend, Placement
+from serving.backends.base import Placement
 from serving.errors import ModelConfigError, NotFound, Unavailable
 from serving.lifecycle.repository import (
+    BackendLoader,
     ModelRepository,
     ModelSpec,
     VersionSource,
@@ -28,7 +29,6 @@ from serving.telemetry.observer import Telemetry
 
 log = logging.getLogger("serving.lifecycle")
 
-BackendLoader = Callable[[VersionSource, ModelSpec, Placement], Backend]
 PlacementPlanner = Callable[[ModelSpec, VersionSource], list[Placement]]
 
 

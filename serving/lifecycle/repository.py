@@ -7,7 +7,7 @@ guessing. One model's bad config never affects another model.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,29 +15,13 @@ from typing import Any
 import numpy as np
 from google.protobuf import text_format
 
+from serving.backends.base import Backend, Placement
+from serving.backends.platforms import BACKEND_ALIASES, MODEL_FILENAMES, SUFFIX_PLATFORMS
 from serving.errors import ModelConfigError
 from serving.proto import model_config_pb2 as mc
 from serving.types import CONFIG_TO_V2, V2_TO_NUMPY
 
 CONFIG_FILE = "config.pbtxt"
-
-# Platform names (Triton's where Triton has one) → the file a version folder holds by default.
-MODEL_FILENAMES: dict[str, str] = {
-    "onnxruntime_onnx": "model.onnx",
-    "pytorch_libtorch": "model.pt",
-    "torch_export": "model.pt2",
-}
-# Triton `backend:` names accepted as aliases of a platform.
-BACKEND_ALIASES: dict[str, str] = {
-    "onnxruntime": "onnxruntime_onnx",
-    "pytorch": "pytorch_libtorch",
-    "torch_export": "torch_export",
-}
-SUFFIX_PLATFORMS: dict[str, str] = {
-    ".onnx": "onnxruntime_onnx",
-    ".pt": "pytorch_libtorch",
-    ".pt2": "torch_export",
-}
 
 
 @dataclass(frozen=True)
@@ -107,6 +91,10 @@ class VersionSource:
     platform: str
 
 
+# Loads one instance of a version's model onto a placement (the server's create_backend call).
+BackendLoader = Callable[[VersionSource, ModelSpec, Placement], Backend]
+
+
 class ModelRepository:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -123,11 +111,6 @@ class ModelRepository:
         if not config_file.is_file():
             raise ModelConfigError(f"{config_file}: no such file")
         return parse_config(config_file.read_text(), folder)
-
-    def versions(self, spec: ModelSpec) -> list[VersionSource]:
-        """The version folders the version policy selects, oldest first, each with its model file."""
-        available = version_numbers(spec.path)
-        return [version_source(spec, v) for v in select_versions(spec.config.version_policy, available)]
 
 
 def version_numbers(folder: Path) -> list[int]:
@@ -284,7 +267,3 @@ def _instance_groups(config: mc.ModelConfig, where: Path) -> tuple[InstanceGroup
             raise ModelConfigError(f"{where}: instance_group[{i}]: gpus given with kind KIND_CPU")
         groups.append(InstanceGroupSpec(kind, max(int(group.count), 1), tuple(int(g) for g in group.gpus)))
     return tuple(groups) or (InstanceGroupSpec("KIND_AUTO", 1, ()),)
-
-
-def element_count(shape: tuple[int, ...] | list[int]) -> int:
-    return math.prod(shape)

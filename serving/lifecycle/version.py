@@ -12,7 +12,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,14 +21,12 @@ from serving.backends.base import Backend, Placement
 from serving.batching.batcher import BatchingPolicy, DynamicBatcher
 from serving.core.request import InferenceRequest
 from serving.errors import ModelConfigError, ServingError, Unavailable
-from serving.lifecycle.repository import ModelSpec, TensorSpec, VersionSource
+from serving.lifecycle.repository import BackendLoader, ModelSpec, TensorSpec, VersionSource
 from serving.telemetry.observer import Telemetry
 from serving.telemetry.statistics import VersionStats
 from serving.types import Array
 
 log = logging.getLogger("serving.lifecycle")
-
-BackendLoader = Callable[[VersionSource, ModelSpec, Placement], Backend]
 
 
 class VersionState(enum.Enum):

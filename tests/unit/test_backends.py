@@ -13,16 +13,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from serving.backends.base import Backend, Placement
+from serving.backends.base import Backend, InstanceSpec, Placement, TensorDecl
 from serving.backends.devices import DeviceInventory
-from serving.backends.loader import (
-    MODEL_FILENAMES,
-    backend_for,
-    create_backend,
-    gpu_capable,
-    platform_name,
-)
-from serving.backends.onnx import OnnxBackend, TensorSpec
+from serving.backends.loader import create_backend, gpu_capable
+from serving.backends.onnx import OnnxBackend
+from serving.backends.platforms import MODEL_FILENAMES, platform_name
 from serving.backends.torch import TorchBackend, load_module
 from serving.errors import ModelConfigError, ModelExecutionError, Unavailable
 from serving.types import Array
@@ -32,6 +27,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:Depr
 CPU = Placement("cpu")
 CPU_ONLY = DeviceInventory(gpu_count=0, ort_providers=("CPUExecutionProvider",))
 FP32 = np.dtype(np.float32)
+INPUT, PROBS = [TensorDecl("input", FP32)], [TensorDecl("probs", FP32)]
 RNG_SEED = 7
 
 
@@ -130,7 +126,9 @@ def torch_backend(
     outputs: Mapping[str, np.dtype[Any]] | None = None,
 ) -> TorchBackend:
     outputs = outputs or {"probs": FP32}
-    return TorchBackend(model_file, CPU, parameters or {}, CPU_ONLY, ["input"], list(outputs), outputs)
+    instance = InstanceSpec(model_file, CPU, parameters or {}, CPU_ONLY)
+    declared = [TensorDecl(name, dtype) for name, dtype in outputs.items()]
+    return TorchBackend(instance, [TensorDecl("input", FP32)], declared)
 
 
 @pytest.fixture(params=["onnx", "pt", "pt2"])
@@ -138,7 +136,7 @@ def backend(request: pytest.FixtureRequest, models: dict[str, Path]) -> Iterator
     model_file = models[request.param]
     created: Backend
     if request.param == "onnx":
-        created = OnnxBackend(model_file, CPU, {}, CPU_ONLY)
+        created = OnnxBackend(InstanceSpec(model_file, CPU, {}, CPU_ONLY))
     else:
         created = torch_backend(model_file)
     yield created
@@ -167,26 +165,18 @@ def test_close_is_idempotent_and_refuses_later_batches(backend: Backend) -> None
 
 def test_onnx_returns_every_output_and_ignores_extra_inputs(models: dict[str, Path]) -> None:
     x = batch(3)
-    result = OnnxBackend(models["onnx"], CPU, {}, CPU_ONLY).infer({"input": x, "unrelated": x})
+    onnx_backend = OnnxBackend(InstanceSpec(models["onnx"], CPU, {"cpu_threads": "1"}, CPU_ONLY))
+    result = onnx_backend.infer({"input": x, "unrelated": x})
     probs, logits = reference(x)
     assert sorted(result.outputs) == ["logits", "probs"]
     np.testing.assert_allclose(result.outputs["logits"], logits, atol=1e-5)
     np.testing.assert_allclose(result.outputs["probs"], probs, atol=1e-5)
 
 
-def test_onnx_reports_the_model_files_inputs_and_outputs(models: dict[str, Path]) -> None:
-    onnx_backend = OnnxBackend(models["onnx"], CPU, {"cpu_threads": "1"}, CPU_ONLY)
-    assert onnx_backend.input_specs() == [TensorSpec("input", "FP32", (-1, 4))]
-    assert onnx_backend.output_specs() == [
-        TensorSpec("probs", "FP32", (-1, 3)),
-        TensorSpec("logits", "FP32", (-1, 3)),
-    ]
-
-
 @pytest.mark.parametrize("threads", ["0", "two", "-1"])
 def test_onnx_rejects_bad_cpu_threads(models: dict[str, Path], threads: str) -> None:
     with pytest.raises(ModelConfigError, match="cpu_threads"):
-        OnnxBackend(models["onnx"], CPU, {"cpu_threads": threads}, CPU_ONLY)
+        OnnxBackend(InstanceSpec(models["onnx"], CPU, {"cpu_threads": threads}, CPU_ONLY))
 
 
 @pytest.mark.parametrize("kind", ["pt", "pt2"])
@@ -253,16 +243,14 @@ def test_torch_takes_read_only_inputs_without_warning(models: dict[str, Path]) -
     np.testing.assert_allclose(probs, reference(x)[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["model.onnx", "model.pt", "model.pt2"])
+@pytest.mark.parametrize("platform", ["onnxruntime_onnx", "pytorch_libtorch", "torch_export"])
 @pytest.mark.parametrize("content", [b"not a model", None])
-def test_unusable_model_files_name_the_file(tmp_path: Path, name: str, content: bytes | None) -> None:
-    model_file = tmp_path / name
+def test_unusable_model_files_name_the_file(tmp_path: Path, platform: str, content: bytes | None) -> None:
+    model_file = tmp_path / MODEL_FILENAMES[platform]
     if content is not None:
         model_file.write_bytes(content)
     with pytest.raises(ModelConfigError, match=str(model_file)):
-        create_backend(
-            backend_for(model_file), model_file, CPU, {}, CPU_ONLY, [("input", FP32)], [("probs", FP32)]
-        )
+        create_backend(platform, model_file, CPU, {}, CPU_ONLY, INPUT, PROBS)
 
 
 @pytest.mark.parametrize(
@@ -271,26 +259,14 @@ def test_unusable_model_files_name_the_file(tmp_path: Path, name: str, content: 
 def test_create_backend_runs_each_platform(models: dict[str, Path], platform: str) -> None:
     model_file = models["pt2" if platform == "torch_export" else "pt" if "torch" in platform else "onnx"]
     assert MODEL_FILENAMES[platform_name(platform)] == model_file.name
-    created = create_backend(platform, model_file, CPU, {}, CPU_ONLY, [("input", FP32)], [("probs", FP32)])
+    created = create_backend(platform, model_file, CPU, {}, CPU_ONLY, INPUT, PROBS)
     x = batch(2)
     np.testing.assert_allclose(created.infer({"input": x}).outputs["probs"], reference(x)[0], atol=1e-5)
 
 
-def test_loader_maps_suffixes_and_rejects_unknown_names(tmp_path: Path) -> None:
-    assert backend_for(Path("model.onnx")) == "onnxruntime_onnx"
-    assert backend_for(Path("model.pt")) == "pytorch_libtorch"
-    assert backend_for(Path("model.pt2")) == "torch_export"
-    with pytest.raises(ModelConfigError, match="model.savedmodel"):
-        backend_for(Path("model.savedmodel"))
+def test_loader_rejects_unknown_platform_names() -> None:
     with pytest.raises(ModelConfigError, match="tensorflow"):
         platform_name("tensorflow")
-
-
-def test_torch_models_refuse_bytes_inputs(models: dict[str, Path]) -> None:
-    with pytest.raises(ModelConfigError, match="'text'"):
-        create_backend(
-            "pytorch", models["pt"], CPU, {}, CPU_ONLY, [("text", np.dtype(object))], [("probs", FP32)]
-        )
 
 
 def test_gpu_capable_depends_on_the_platform() -> None:

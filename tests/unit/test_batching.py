@@ -15,12 +15,9 @@ import numpy as np
 import pytest
 
 from serving.backends.base import ComputeTimings
-from serving.batching.batcher import (
-    BatchingPolicy,
-    DynamicBatcher,
-    RequestResult,
-    choose_batch,
-)
+from serving.batching.batcher import DynamicBatcher
+from serving.batching.policy import BatchingPolicy, choose_batch
+from serving.batching.queue import RequestResult
 from serving.batching.tensors import merge_inputs, split_outputs
 from serving.errors import DeadlineExceeded, InvalidInput, ModelExecutionError, QueueFull, Unavailable
 from serving.types import Array, TensorMap

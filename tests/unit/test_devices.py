@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from serving.backends.base import Placement
+from serving.backends.base import InstanceSpec, Placement
 from serving.backends.devices import DeviceInventory, detect_inventory, gpu_index, plan_placements
 from serving.backends.onnx import OnnxBackend, ort_providers
 from serving.backends.torch import compute_dtype, cudnn_benchmark, torch_device
@@ -130,7 +130,7 @@ def test_ort_providers_refuse_a_gpu_placement_without_the_cuda_provider() -> Non
 def test_onnx_backend_refuses_a_gpu_placement_without_the_cuda_provider(tmp_path: Path) -> None:
     model_file = write_onnx_model(tmp_path / "model.onnx")
     with pytest.raises(ModelConfigError, match="needs onnxruntime's CUDAExecutionProvider"):
-        OnnxBackend(model_file, Placement("cuda:0"), {}, GPUS_WITHOUT_ORT_CUDA)
+        OnnxBackend(InstanceSpec(model_file, Placement("cuda:0"), {}, GPUS_WITHOUT_ORT_CUDA))
 
 
 @pytest.mark.filterwarnings(
@@ -141,7 +141,7 @@ def test_onnx_backend_refuses_a_session_that_fell_back_to_the_cpu(tmp_path: Path
     # session, which must not pass for a GPU instance.
     model_file = write_onnx_model(tmp_path / "model.onnx")
     with pytest.raises(ModelConfigError, match=f"{model_file}: CUDAExecutionProvider failed to initialise"):
-        OnnxBackend(model_file, Placement("cuda:0"), {}, TWO_GPUS)
+        OnnxBackend(InstanceSpec(model_file, Placement("cuda:0"), {}, TWO_GPUS))
 
 
 def test_torch_device_for_each_placement() -> None:

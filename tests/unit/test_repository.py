@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from serving.errors import ModelConfigError
-from serving.lifecycle.repository import ModelRepository, parse_config, select_versions
+from serving.lifecycle.repository import (
+    ModelRepository,
+    ModelSpec,
+    VersionSource,
+    parse_config,
+    select_versions,
+    version_numbers,
+    version_source,
+)
 from serving.proto import model_config_pb2 as mc
 from tests.model_factory import add_model_config, write_add_repository
 
@@ -24,6 +32,12 @@ dynamic_batching {
 instance_group [ { count: 2 kind: KIND_CPU }, { kind: KIND_GPU gpus: [ 0, 1 ] } ]
 parameters { key: "precision" value: { string_value: "fp16" } }
 """
+
+
+def selected_sources(spec: ModelSpec) -> list[VersionSource]:
+    """What the registry loads: the version policy over the numeric folders, each with its model file."""
+    available = version_numbers(spec.path)
+    return [version_source(spec, v) for v in select_versions(spec.config.version_policy, available)]
 
 
 def parse(text: str, name: str = "m") -> object:
@@ -139,7 +153,7 @@ def test_repository_finds_versions_and_model_files(tmp_path: Path) -> None:
     repo = ModelRepository(tmp_path)
     assert repo.model_names() == ["add"]
     spec = repo.read("add")
-    sources = repo.versions(spec)
+    sources = selected_sources(spec)
     assert [(s.version, s.model_file.name, s.platform) for s in sources] == [
         (1, "model.onnx", "onnxruntime_onnx"),
         (2, "model.onnx", "onnxruntime_onnx"),
@@ -151,11 +165,46 @@ def test_version_without_model_file_names_folder(tmp_path: Path) -> None:
     (tmp_path / "add" / "2").mkdir()
     repo = ModelRepository(tmp_path)
     with pytest.raises(ModelConfigError, match=r"add/2: no model file"):
-        repo.versions(repo.read("add"))
+        selected_sources(repo.read("add"))
 
 
 def test_platform_must_match_file(tmp_path: Path) -> None:
     write_add_repository(tmp_path, config=add_model_config("add", extra='platform: "pytorch_libtorch"'))
     repo = ModelRepository(tmp_path)
     with pytest.raises(ModelConfigError, match="platform pytorch_libtorch expects model.pt"):
-        repo.versions(repo.read("add"))
+        selected_sources(repo.read("add"))
+
+
+@pytest.mark.parametrize(
+    ("backend", "platform"),
+    [("onnxruntime", "onnxruntime_onnx"), ("pytorch", "pytorch_libtorch"), ("torch_export", "torch_export")],
+)
+def test_triton_backend_names_are_platform_aliases(backend: str, platform: str) -> None:
+    text = GOOD.replace('name: "m"', f'name: "m" backend: "{backend}"')
+    assert parse_config(text, Path("/repo/m")).platform == platform
+    both = GOOD.replace('name: "m"', f'name: "m" backend: "{backend}" platform: "{platform}"')
+    assert parse_config(both, Path("/repo/m")).platform == platform
+
+
+@pytest.mark.parametrize(
+    ("filename", "platform"),
+    [("net.onnx", "onnxruntime_onnx"), ("net.pt", "pytorch_libtorch"), ("net.pt2", "torch_export")],
+)
+def test_default_model_filename_suffix_names_the_platform(
+    tmp_path: Path, filename: str, platform: str
+) -> None:
+    config = add_model_config("add", extra=f'default_model_filename: "{filename}"')
+    write_add_repository(tmp_path, versions=(), config=config)
+    (tmp_path / "add" / "1").mkdir()
+    (tmp_path / "add" / "1" / filename).write_bytes(b"")
+    [source] = selected_sources(ModelRepository(tmp_path).read("add"))
+    assert (source.model_file.name, source.platform) == (filename, platform)
+
+
+def test_default_model_filename_with_an_unknown_suffix_needs_a_platform(tmp_path: Path) -> None:
+    config = add_model_config("add", extra='default_model_filename: "net.savedmodel"')
+    write_add_repository(tmp_path, versions=(), config=config)
+    (tmp_path / "add" / "1").mkdir()
+    (tmp_path / "add" / "1" / "net.savedmodel").write_bytes(b"")
+    with pytest.raises(ModelConfigError, match="net.savedmodel: cannot tell the platform from the suffix"):
+        selected_sources(ModelRepository(tmp_path).read("add"))
