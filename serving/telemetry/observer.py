@@ -2,9 +2,10 @@
 
 `Telemetry` (a ServingMetrics and a DriftEngine, both optional, built by the server) gives every
 model version its observer. The observer reads only the facts of `ObservedVersion` (a Protocol that
-serving.lifecycle.version.ModelVersion satisfies); telemetry never imports lifecycle's classes. The observer is the version's `BatchObserver` and its request hook, so the
-Triton statistics (VersionStats, served by the ModelStatistics RPC and read by perf_analyzer) and the
-Prometheus series are moved by the same events and agree by construction:
+serving.lifecycle.version.ModelVersion satisfies): telemetry imports lifecycle's state names
+(serving/lifecycle/state.py), never its classes. The observer is the version's `BatchObserver` and its
+request hook, so the Triton statistics (VersionStats, served by the ModelStatistics RPC and read by
+perf_analyzer) and the Prometheus series are moved by the same events and agree by construction:
 
     batcher: batch ran        on_batch           VersionStats.batch_executed, ServingMetrics.batch_executed
     batcher: request dropped  on_rejected        serving_requests_rejected_total

@@ -126,7 +126,10 @@ def test_version_state_is_one_hot(registry: CollectorRegistry, metrics: ServingM
     }
     assert states == {"LOADING": 0.0, "READY": 1.0, "FAILED": 0.0}
     assert {
-        s.labels["state"] for f in registry.collect() for s in f.samples if s.name == "serving_model_version_state"
+        s.labels["state"]
+        for f in registry.collect()
+        for s in f.samples
+        if s.name == "serving_model_version_state"
     } == {"LOADING", "WARMING", "READY", "DRAINING", "UNLOADED", "FAILED"}
 
 
