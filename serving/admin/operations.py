@@ -51,7 +51,7 @@ class ModelAdmin:
         return await self._traffic.history(model, limit)
 
     def versions(self, model: str) -> list[VersionInfo]:
-        """Every version the server knows of `model`: serving, draining, unloaded or failed."""
+        """Every version the server knows of `model`: loading, serving, draining, unloaded or failed."""
         self._check_model(model)
         loaded = self._loaded(model)
         if loaded is None:
@@ -59,11 +59,13 @@ class ModelAdmin:
         ready = [v.version for v in loaded.ready_versions()]
         shares = traffic_shares(self._traffic.policy(model), ready)
         infos = [_info(v, shares.get(n, 0.0), retired=False) for n, v in sorted(loaded.versions.items())]
+        loading = loaded.loading_only()
+        infos += [_info(v, 0.0, retired=False) for v in loading.values()]
         infos += [_info(v, 0.0, retired=True) for _, v in sorted(loaded.retired.items())]
         infos += [
             VersionInfo(n, "FAILED", reason)
             for n, reason in sorted(loaded.failures.items())
-            if n not in loaded.versions
+            if n not in loaded.versions and n not in loading
         ]
         return sorted(infos, key=lambda i: (i.version, i.retired))
 
@@ -129,7 +131,9 @@ class ModelAdmin:
 
     def _check_version(self, model: str, version: int) -> None:
         loaded = self._loaded(model)
-        known = loaded is not None and (version in loaded.versions or version in loaded.failures)
+        known = loaded is not None and any(
+            version in versions for versions in (loaded.versions, loaded.loading, loaded.failures)
+        )
         if not known and not (self._registry.repository.root / model / str(version)).is_dir():
             raise NotFound(f"model '{model}' has no version {version} (no folder {model}/{version}/)")
 

@@ -1,9 +1,12 @@
 """The registry owns which model versions are loaded and their lifecycle; it never serves requests.
 
+Register before load: a version is listed (`Model.loading`, shown by `index()`, the admin API and
+/metrics as LOADING, then WARMING) from the moment its load begins, but only READY versions are routed.
 Loading follows the hot-swap order: a new or changed version loads and warms up while the versions
-already serving keep serving; only once it is READY does it replace the old one, which then drains
-(every queued and running request completes) and unloads. A version that fails never takes traffic
-and leaves whatever was serving in place; its failure stays visible in `index()`.
+already serving keep serving (and are what `index()` shows for that number); only once it is READY does
+it replace the old one, which then drains (every queued and running request completes) and unloads. A
+version that fails never takes traffic and leaves whatever was serving in place; its failure stays
+visible in `index()`.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ class IndexEntry:
 class Model:
     name: str
     spec: ModelSpec | None = None
-    versions: dict[int, ModelVersion] = field(default_factory=dict)
+    versions: dict[int, ModelVersion] = field(default_factory=dict)  # routable once READY
+    loading: dict[int, ModelVersion] = field(default_factory=dict)  # registered, loading or warming
     failures: dict[int, str] = field(default_factory=dict)  # version → why its latest load failed
     error: str = ""  # why the model as a whole could not be read (bad config.pbtxt)
     # Instances that left routing (hot swapped or out of the version policy): DRAINING, then UNLOADED.
@@ -53,6 +57,10 @@ class Model:
 
     def ready_versions(self) -> list[ModelVersion]:
         return [v for _, v in sorted(self.versions.items()) if v.ready]
+
+    def loading_only(self) -> dict[int, ModelVersion]:
+        """Versions loading that no instance serves yet (a hot swap's old instance speaks for its number)."""
+        return {n: v for n, v in sorted(self.loading.items()) if n not in self.versions}
 
 
 class ModelRegistry:
@@ -113,6 +121,8 @@ class ModelRegistry:
     def _not_serving(model: Model, version: str, number: int) -> NotFound | Unavailable:
         """A version that exists but cannot serve (FAILED, DRAINING, UNLOADED): unavailable; else: unknown."""
         where = f"model '{model.name}' version {version}"
+        if number in model.loading:
+            return Unavailable(f"{where} is not ready ({model.loading[number].state.value}: still loading)")
         if number in model.failures:
             return Unavailable(f"{where} is not ready (FAILED: {model.failures[number]})")
         if number in model.retired:
@@ -142,28 +152,32 @@ class ModelRegistry:
                 continue
             if model.error:
                 entries.append(IndexEntry(name, "", VersionState.FAILED.value, model.error))
-            for number, version in sorted(model.versions.items()):
-                entries.append(IndexEntry(name, str(number), version.state.value, version.reason))
-            for number, reason in sorted(model.failures.items()):
-                if number not in model.versions:
-                    entries.append(IndexEntry(name, str(number), VersionState.FAILED.value, reason))
-            for number, version in sorted(model.retired.items()):
-                if number not in model.versions and number not in model.failures:
-                    entries.append(IndexEntry(name, str(number), version.state.value, version.reason))
+            entries += self._version_entries(model)
+        return entries
+
+    @staticmethod
+    def _version_entries(model: Model) -> list[IndexEntry]:
+        """One entry per version number: the serving instance, else the loading one, else the failure,
+        else the retired instance (in that order: serving versions first)."""
+        groups: list[dict[int, tuple[str, str]]] = [
+            {n: (v.state.value, v.reason) for n, v in model.versions.items()},
+            {n: (v.state.value, v.reason) for n, v in model.loading.items()},
+            {n: (VersionState.FAILED.value, reason) for n, reason in model.failures.items()},
+            {n: (v.state.value, v.reason) for n, v in model.retired.items()},
+        ]
+        entries: list[IndexEntry] = []
+        shown: set[int] = set()
+        for group in groups:
+            for number, (state, reason) in sorted(group.items()):
+                if number not in shown:
+                    shown.add(number)
+                    entries.append(IndexEntry(model.name, str(number), state, reason))
         return entries
 
     def all_versions(self) -> list[ModelVersion]:
         return [v for m in self._models.values() for v in m.versions.values()]
 
     # ---- lifecycle ------------------------------------------------------------------------------
-
-    async def load_all(self) -> None:
-        """Load every model of the repository; one model's failure never stops the others."""
-        names = self.repository.model_names()
-        results = await asyncio.gather(*(self.load(name) for name in names), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, ModelConfigError):
-                raise result
 
     async def load(self, name: str) -> None:
         """(Re)read `name` from the repository and apply its version policy, hot-swapping changes."""
@@ -182,7 +196,10 @@ class ModelRegistry:
                 raise ModelConfigError(f"{exc} (the versions loaded before, {serving}, serve on)") from None
             model.error = ""
             wanted = select_versions(spec.config.version_policy, available)
-            retired = await self._load_versions(model, spec, wanted)
+            try:
+                retired = await self._load_versions(model, spec, wanted)
+            finally:
+                model.loading.clear()  # each load of a model holds its lock: what remains was cancelled
             model.spec = spec
             stale = [v for n, v in model.versions.items() if n not in wanted]
             for version in stale:
@@ -205,6 +222,7 @@ class ModelRegistry:
                 continue
             old = model.versions.get(number)
             model.versions[number] = version  # the switch: new requests now reach the new version
+            del model.loading[number]
             model.failures.pop(number, None)
             if old is not None:
                 retired.append(old)
@@ -229,8 +247,10 @@ class ModelRegistry:
             log.error("model '%s' version %d FAILED: %s", model.name, number, exc)
             return None
         version = ModelVersion(spec, source, placements, self._telemetry)
+        model.loading[number] = version  # listed from now on (LOADING, WARMING); routed once switched in
         await version.load(self._loader)
         if version.state is not VersionState.READY:
+            del model.loading[number]
             model.failures[number] = version.reason
             return None
         return version

@@ -3,16 +3,20 @@
 Life of a version: LOADING (backends load on a worker thread) → WARMING (a warm-up batch runs on
 every instance and its outputs are checked against the config) → READY (takes traffic) →
 DRAINING (no new requests; queued and running ones finish) → UNLOADED. A failure while loading or
-warming ends in FAILED with the reason; such a version never takes traffic.
+warming ends in FAILED with the reason; such a version never takes traffic. The registry lists a
+version from the moment it is built (LOADING), but routes requests only to READY ones.
+
+A version reports its events to its `VersionObserver` (serving/telemetry/observer.py), which reads the
+version through the `ObservedVersion` protocol: telemetry does not import this module.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,20 +26,14 @@ from serving.batching.batcher import BatchingPolicy, DynamicBatcher
 from serving.core.request import InferenceRequest
 from serving.errors import ModelConfigError, ServingError, Unavailable
 from serving.lifecycle.repository import BackendLoader, ModelSpec, TensorSpec, VersionSource
+from serving.lifecycle.state import VersionState
 from serving.telemetry.observer import Telemetry
 from serving.telemetry.statistics import VersionStats
 from serving.types import Array
 
 log = logging.getLogger("serving.lifecycle")
 
-
-class VersionState(enum.Enum):
-    LOADING = "LOADING"
-    WARMING = "WARMING"
-    READY = "READY"
-    DRAINING = "DRAINING"
-    UNLOADED = "UNLOADED"
-    FAILED = "FAILED"
+__all__ = ["BackendLoader", "ModelVersion", "VersionState", "batching_policy"]
 
 
 def batching_policy(spec: ModelSpec) -> BatchingPolicy:
@@ -94,6 +92,20 @@ class ModelVersion:
     @property
     def in_flight(self) -> int:
         return self._batcher.in_flight if self._batcher else 0
+
+    @property
+    def queue_capacity(self) -> int:
+        """The batcher's max queue size; 0 = unbounded."""
+        batching = self.spec.dynamic_batching
+        return batching.queue.max_queue_size if batching is not None else 0
+
+    @property
+    def parameters(self) -> Mapping[str, str]:
+        return self.spec.parameters
+
+    @property
+    def folder(self) -> Path:
+        return self.source.path
 
     def describe(self) -> str:
         return f"{self.name} v{self.version}"

@@ -4,7 +4,8 @@ Prometheus conventions: base units (seconds, bytes, ratios 0..1), counters end i
 starts with `serving_` (except the standard `process_*` series of ProcessCollector), per-model series
 carry `model` and `version`. Every label value comes from a bounded set: model names go through
 `model_label` (unknown → "_unknown"); versions are those the registry loaded; gRPC codes, stages,
-version states, reject reasons and drift statistics come from the fixed tuples below.
+version states (serving.lifecycle.state.VersionState), reject reasons and drift statistics come from the
+fixed tables below.
 
 No global state: `ServingMetrics(registry)` registers everything on the registry it is given, and the
 core calls its narrow methods. Series read at scrape time have their own collectors, which
@@ -29,6 +30,7 @@ from prometheus_client import (
 )
 
 from serving.backends.base import ComputeTimings
+from serving.lifecycle.state import VersionState
 from serving.telemetry.gpu import GpuCollector, GpuProbe, detect_gpu_probe
 from serving.telemetry.predictions import PredictionCollector, PredictionSource
 
@@ -45,8 +47,8 @@ LATENCY_BUCKETS = (
 )
 # fmt: on
 STAGES = ("queue", "compute_input", "compute_infer", "compute_output")
-VERSION_STATES = ("LOADING", "WARMING", "READY", "DRAINING", "UNLOADED", "FAILED")
-REJECT_REASONS = ("queue_full", "deadline_exceeded", "cancelled", "unavailable", "invalid_input", "other")
+# The batcher's reject reasons → serving_requests_rejected_total's `reason` values (anything else: "other").
+REJECT_REASONS = {"queue_full": "queue_full", "deadline": "deadline_exceeded", "cancelled": "cancelled"}
 DRIFT_STATISTICS = ("psi", "js_distance", "confidence_psi", "ks", "wasserstein")
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -204,18 +206,11 @@ class ServingMetrics:
         self._stage_seconds.labels(model, version, "queue").observe(seconds)
 
     def request_rejected(self, model: str, version: str, reason: str) -> None:
-        self._rejected.labels(model, version, reason if reason in REJECT_REASONS else "other").inc()
-
-    def set_in_flight(self, model: str, version: str, n: int) -> None:
-        self._in_flight.labels(model, version).set(n)
+        """`reason`: the batcher's ("queue_full", "deadline", "cancelled"), see REJECT_REASONS."""
+        self._rejected.labels(model, version, REJECT_REASONS.get(reason, "other")).inc()
 
     def routed(self, model: str, version: str) -> None:
         self._routed.labels(model, version).inc()
-
-    def set_traffic_weight(self, model: str, version: str, weight: float) -> None:
-        if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"traffic weight must be within [0, 1], got {weight}")
-        self._weight.labels(model, version).set(weight)
 
     def shadow_compared(
         self, model: str, primary: str, shadow: str, agreement: float, seconds: float
@@ -239,21 +234,9 @@ class ServingMetrics:
             ):
                 self._stage_seconds.labels(model, version, stage).observe(ns / 1e9)
 
-    def set_queue_depth(self, model: str, version: str, n: int) -> None:
-        self._queue_depth.labels(model, version).set(n)
-
-    def set_queue_capacity(self, model: str, version: str, n: int) -> None:
-        self._queue_capacity.labels(model, version).set(n)
-
     # lifecycle
     def model_loaded(self, model: str, version: str, seconds: float) -> None:
         self._load_seconds.labels(model, version).set(seconds)
-
-    def set_version_state(self, model: str, version: str, state: str) -> None:
-        if state not in VERSION_STATES:
-            raise ValueError(f"unknown version state {state!r}; expected one of {VERSION_STATES}")
-        for candidate in VERSION_STATES:
-            self._state.labels(model, version, candidate).set(1.0 if candidate == state else 0.0)
 
     def watch_version(
         self,
@@ -269,8 +252,8 @@ class ServingMetrics:
         """Read the version's state, queue depth, in-flight count (and traffic share) at scrape time, so
         nothing is counted per request; a later call for the same labels replaces the functions.
         `queue_capacity` 0 = unbounded (not exported)."""
-        for candidate in VERSION_STATES:
-            self._state.labels(model, version, candidate).set_function(_one_hot(state, candidate))
+        for candidate in VersionState:
+            self._state.labels(model, version, candidate.value).set_function(_one_hot(state, candidate.value))
         self._queue_depth.labels(model, version).set_function(queue_depth)
         self._in_flight.labels(model, version).set_function(in_flight)
         if queue_capacity > 0:

@@ -1,9 +1,11 @@
 """The core's events into /metrics, ModelStatistics and drift: one `VersionObserver` per model version.
 
 `Telemetry` (a ServingMetrics and a DriftEngine, both optional, built by the server) gives every
-`ModelVersion` its observer. The observer is the version's `BatchObserver` and its request hook, so the
-Triton statistics (VersionStats, served by the ModelStatistics RPC and read by perf_analyzer) and the
-Prometheus series are moved by the same events and agree by construction:
+model version its observer. The observer reads only the facts of `ObservedVersion` (a Protocol that
+serving.lifecycle.version.ModelVersion satisfies): telemetry imports lifecycle's state names
+(serving/lifecycle/state.py), never its classes. The observer is the version's `BatchObserver` and its
+request hook, so the Triton statistics (VersionStats, served by the ModelStatistics RPC and read by
+perf_analyzer) and the Prometheus series are moved by the same events and agree by construction:
 
     batcher: batch ran        on_batch           VersionStats.batch_executed, ServingMetrics.batch_executed
     batcher: request dropped  on_rejected        serving_requests_rejected_total
@@ -18,32 +20,68 @@ Prometheus series are moved by the same events and agree by construction:
 
 Version state, queue depth and in-flight are read from the version when Prometheus scrapes, so they
 cost nothing per request. A hot swap loads a new `ModelVersion` under the same (model, version) labels
-while the old one still serves: the labels follow the newest live version, and they are released
-(drift dropped, series forgotten) only when no live version holds them any more.
+while the old one still serves: the labels follow the newest live version (`Telemetry.claim`), and they
+are released (drift dropped, series forgotten) only when no live version holds them any more
+(`Telemetry.release`, then `Telemetry.forget_later`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol
 
 from serving.backends.base import ComputeTimings
 from serving.batching.batcher import RequestResult
 from serving.drift.engine import DriftEngine
+from serving.lifecycle.state import VersionState
 from serving.telemetry.metrics import ServingMetrics
-
-if TYPE_CHECKING:
-    from serving.lifecycle.version import ModelVersion
+from serving.telemetry.statistics import VersionStats
 
 log = logging.getLogger("serving.observability")
 
 DEFAULT_FORGET_AFTER_S = 300.0  # long enough for several scrapes to see UNLOADED
-# The batcher's reject reasons → serving_requests_rejected_total's `reason` values.
-REJECT_REASONS = {"queue_full": "queue_full", "deadline": "deadline_exceeded", "cancelled": "cancelled"}
 
 VersionKey = tuple[str, str]
+# call_later(delay_s, callback): when to forget an unloaded version's series (tests pass their own).
+CallLater = Callable[[float, Callable[[], None]], object]
+
+
+class ObservedVersion(Protocol):
+    """What the observer reads of a model version."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def state(self) -> VersionState: ...
+    @property
+    def stats(self) -> VersionStats: ...
+    @property
+    def queue_depth(self) -> int: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def queue_capacity(self) -> int:
+        """The batcher's max queue size; 0 = unbounded."""
+        ...
+
+    @property
+    def parameters(self) -> Mapping[str, str]:
+        """config.pbtxt's `parameters` (drift reads its `drift.*` keys)."""
+        ...
+
+    @property
+    def folder(self) -> Path:
+        """The version's folder (drift reads its reference.json)."""
+        ...
+
+
+def _call_later_on_loop(delay_s: float, callback: Callable[[], None]) -> object:
+    return asyncio.get_running_loop().call_later(delay_s, callback)
 
 
 class Telemetry:
@@ -55,22 +93,25 @@ class Telemetry:
         drift: DriftEngine | None = None,
         *,
         forget_after_s: float = DEFAULT_FORGET_AFTER_S,
+        call_later: CallLater = _call_later_on_loop,
     ) -> None:
         self.metrics = metrics
         self.drift = drift
         self.forget_after_s = forget_after_s
+        self._call_later = call_later
         # (model, version) → its share of the model's routed requests; set once routing exists (the
         # registry, built with this Telemetry, comes first). Read at scrape time only.
         self.traffic_share: Callable[[str, int], float] | None = None
         self._live: dict[VersionKey, list[VersionObserver]] = {}  # started, not yet failed or unloaded
 
-    def observer_for(self, version: ModelVersion) -> VersionObserver:
+    def observer_for(self, version: ObservedVersion) -> VersionObserver:
         return VersionObserver(version, self)
 
-    def _claim(self, observer: VersionObserver) -> None:
+    def claim(self, observer: VersionObserver) -> None:
+        """`observer`'s version is live (loading or serving): its labels now follow it."""
         self._live.setdefault(observer.key, []).append(observer)
 
-    def _release(self, observer: VersionObserver) -> VersionObserver | None:
+    def release(self, observer: VersionObserver) -> VersionObserver | None:
         """Drop `observer`; returns the live observer that now holds its labels, None if none does."""
         live = self._live.get(observer.key, [])
         if observer in live:
@@ -79,6 +120,10 @@ class Telemetry:
             return live[-1]
         self._live.pop(observer.key, None)
         return None
+
+    def forget_later(self, key: VersionKey) -> None:
+        """Forget `key`'s series `forget_after_s` from now, unless a version has claimed them again."""
+        self._call_later(self.forget_after_s, lambda: self._forget_if_released(key))
 
     def _forget_if_released(self, key: VersionKey) -> None:
         if key not in self._live and self.metrics is not None:
@@ -90,7 +135,7 @@ class VersionObserver:
 
     Called on the event loop; never raises on the request path."""
 
-    def __init__(self, version: ModelVersion, telemetry: Telemetry) -> None:
+    def __init__(self, version: ObservedVersion, telemetry: Telemetry) -> None:
         self._version = version
         self._telemetry = telemetry
         self._metrics = telemetry.metrics
@@ -109,7 +154,7 @@ class VersionObserver:
 
     def on_rejected(self, reason: str) -> None:
         if self._metrics is not None:
-            self._metrics.request_rejected(*self.key, REJECT_REASONS.get(reason, "other"))
+            self._metrics.request_rejected(*self.key, reason)
 
     # ---- requests (ModelVersion.infer) -----------------------------------------------------------
 
@@ -128,11 +173,10 @@ class VersionObserver:
     def started(self) -> None:
         """Load begins: these labels now follow this version (scrape-time gauges), and its drift
         monitoring starts (ModelConfigError for bad `drift.*` keys, which fails the load)."""
-        self._telemetry._claim(self)
+        self._telemetry.claim(self)
         self._watch()
         if self._drift is not None:
-            version = self._version
-            self._drift.add_version(*self.key, version.spec.parameters, version.source.path)
+            self._drift.add_version(*self.key, self._version.parameters, self._version.folder)
 
     def loaded(self, seconds: float) -> None:
         if self._metrics is not None:
@@ -140,35 +184,31 @@ class VersionObserver:
 
     def failed(self) -> None:
         """Keep the FAILED state visible, unless an older version still serves under these labels."""
-        holder = self._telemetry._release(self)
+        holder = self._telemetry.release(self)
         if holder is not None:
             holder._watch()
         elif self._drift is not None:
             self._drift.remove_version(*self.key)
 
     def unloaded(self) -> None:
-        holder = self._telemetry._release(self)
+        holder = self._telemetry.release(self)
         if holder is not None:
             return
         if self._drift is not None:
             self._drift.remove_version(*self.key)
         if self._metrics is not None:
-            key = self.key
-            asyncio.get_running_loop().call_later(
-                self._telemetry.forget_after_s, self._telemetry._forget_if_released, key
-            )
+            self._telemetry.forget_later(self.key)
 
     def _watch(self) -> None:
         if self._metrics is None:
             return
         version = self._version
-        batching = version.spec.dynamic_batching
         share = self._telemetry.traffic_share
         self._metrics.watch_version(
             *self.key,
             state=lambda: version.state.value,
             queue_depth=lambda: version.queue_depth,
             in_flight=lambda: version.queue_depth + version.in_flight,
-            queue_capacity=batching.queue.max_queue_size if batching is not None else 0,
+            queue_capacity=version.queue_capacity,
             traffic_weight=(lambda: share(version.name, version.version)) if share is not None else None,
         )

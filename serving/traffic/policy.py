@@ -122,11 +122,6 @@ class TrafficPolicy:
     def __hash__(self) -> int:
         return hash((tuple(self.weights.items()), self.sticky, self.shadow))
 
-    @property
-    def active_versions(self) -> tuple[int, ...]:
-        """Versions with weight > 0, ascending."""
-        return tuple(v for v, w in self.weights.items() if w > 0.0)
-
     def describe(self) -> str:
         """Short human form, e.g. `1=90 2=10 sticky shadow=3@5%`."""
         parts = [f"{v}={_plain(w)}" for v, w in self.weights.items()]

@@ -149,10 +149,6 @@ class ShadowRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pairs: dict[tuple[str, int, int], _PairStats] = {}
 
-    @property
-    def outstanding(self) -> int:
-        return len(self._tasks)
-
     def submit(
         self,
         model: str,

@@ -15,6 +15,7 @@ from tritonclient.utils import InferenceServerException
 from serving.api.codec import build_infer_request
 from serving.proto import inference_pb2 as pb
 from serving.proto import inference_pb2_grpc
+from tests.lifecycle_client import Admin, admin_address
 from tests.model_factory import add_model_config, write_add_repository
 from tests.servers import ServerProcess, start_server
 
@@ -61,6 +62,13 @@ def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
 @pytest.fixture(scope="module")
 def client(server: ServerProcess) -> grpcclient.InferenceServerClient:
     return grpcclient.InferenceServerClient(server.grpc_address)
+
+
+@pytest.fixture(scope="module")
+def admin(server: ServerProcess) -> Iterator[Admin]:
+    client = Admin(admin_address(server.log(), server.grpc_address), server.grpc_address)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +186,7 @@ def test_oversized_message(
 
 
 def test_full_queue_and_deadline(
-    stub: inference_pb2_grpc.GRPCInferenceServiceStub, client: grpcclient.InferenceServerClient
+    stub: inference_pb2_grpc.GRPCInferenceServiceStub, client: grpcclient.InferenceServerClient, admin: Admin
 ) -> None:
     request = build_infer_request("slow", {"x": np.ones((1, 4), np.float32)})
     # A request with a short deadline waits for the 3 s batching delay, passes its deadline and is
@@ -187,7 +195,10 @@ def test_full_queue_and_deadline(
         stub.ModelInfer(request, timeout=0.5)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     first = stub.ModelInfer.future(request, timeout=30)
-    time.sleep(0.5)  # let it reach the queue, where it waits for a fuller batch
+    deadline = time.monotonic() + 10
+    while admin.versions("slow")[1].queue_depth < 1:  # it waits in the queue for a fuller batch
+        assert time.monotonic() < deadline, "the request never reached the queue"
+        time.sleep(0.01)
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelInfer(request, timeout=30)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -314,7 +314,13 @@ def test_shadow_failures_never_reach_the_client(
     admin.split("shadowed", {1: 100})
     admin.shadow("shadowed", 2, 1.0)  # v2 fails every request of 2 rows
     load = Load(server.grpc_address, "shadowed", threads=3, rows=2).start()
-    time.sleep(1.5)
+    deadline = time.monotonic() + 30
+    # Run the load until the shadow has failed a few times and clients have seen plenty of replies.
+    while (
+        admin.shadow_stats("shadowed").get((1, 2), apb.ShadowPairStats()).failed < 5 or len(load.samples) < 30
+    ):
+        assert time.monotonic() < deadline, (admin.shadow_stats("shadowed"), len(load.samples))
+        time.sleep(0.05)
     samples = load.stop()
     assert samples and not [s for s in samples if s.error]
     assert {s.version for s in samples} == {1}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -80,16 +80,29 @@ def test_batch_executed_counts_rows_batches_stages(
     assert value(registry, "serving_stage_duration_seconds_count", stage="compute_output") == 1
 
 
+def watch(metrics: ServingMetrics, version: str, state: Callable[[], str], **gauges: float) -> None:
+    """The version gauges, read at scrape time from these functions (as the observer wires them)."""
+    metrics.watch_version(
+        "resnet",
+        version,
+        state=state,
+        queue_depth=lambda: int(gauges.get("queue_depth", 0)),
+        in_flight=lambda: int(gauges.get("in_flight", 0)),
+        queue_capacity=int(gauges.get("queue_capacity", 0)),
+        traffic_weight=(lambda: gauges["traffic_weight"]) if "traffic_weight" in gauges else None,
+    )
+
+
 def test_queue_and_gauges(registry: CollectorRegistry, metrics: ServingMetrics) -> None:
     metrics.request_queued_for("resnet", "1", 0.0004)
     metrics.request_rejected("resnet", "1", "queue_full")
+    metrics.request_rejected("resnet", "1", "deadline")
     metrics.request_rejected("resnet", "1", "something odd")
-    metrics.set_queue_depth("resnet", "1", 7)
-    metrics.set_queue_capacity("resnet", "1", 64)
-    metrics.set_in_flight("resnet", "1", 3)
+    watch(metrics, "1", lambda: "READY", queue_depth=7, queue_capacity=64, in_flight=3)
     metrics.model_loaded("resnet", "1", 2.5)
     assert value(registry, "serving_stage_duration_seconds_count", stage="queue") == 1
     assert value(registry, "serving_requests_rejected_total", reason="queue_full") == 1
+    assert value(registry, "serving_requests_rejected_total", reason="deadline_exceeded") == 1
     assert value(registry, "serving_requests_rejected_total", reason="other") == 1
     assert value(registry, "serving_queue_depth") == 7
     assert value(registry, "serving_queue_capacity") == 64
@@ -97,19 +110,31 @@ def test_queue_and_gauges(registry: CollectorRegistry, metrics: ServingMetrics) 
     assert value(registry, "serving_model_load_duration_seconds") == 2.5
 
 
+def test_unbounded_queue_exports_no_capacity(registry: CollectorRegistry, metrics: ServingMetrics) -> None:
+    watch(metrics, "1", lambda: "READY", queue_depth=1, queue_capacity=0)
+    assert value(registry, "serving_queue_depth") == 1
+    assert value(registry, "serving_queue_capacity") is None
+
+
 def test_version_state_is_one_hot(registry: CollectorRegistry, metrics: ServingMetrics) -> None:
-    metrics.set_version_state("resnet", "1", "LOADING")
-    metrics.set_version_state("resnet", "1", "READY")
+    state = ["LOADING"]
+    watch(metrics, "1", lambda: state[0])
+    assert value(registry, "serving_model_version_state", state="LOADING") == 1.0
+    state[0] = "READY"  # read at scrape time: no call moves it
     states = {
         s: value(registry, "serving_model_version_state", state=s) for s in ("LOADING", "READY", "FAILED")
     }
     assert states == {"LOADING": 0.0, "READY": 1.0, "FAILED": 0.0}
-    with pytest.raises(ValueError, match="unknown version state"):
-        metrics.set_version_state("resnet", "1", "BROKEN")
+    assert {
+        s.labels["state"]
+        for f in registry.collect()
+        for s in f.samples
+        if s.name == "serving_model_version_state"
+    } == {"LOADING", "WARMING", "READY", "DRAINING", "UNLOADED", "FAILED"}
 
 
 def test_traffic_split_and_shadow(registry: CollectorRegistry, metrics: ServingMetrics) -> None:
-    metrics.set_traffic_weight("resnet", "1", 0.9)
+    watch(metrics, "1", lambda: "READY", traffic_weight=0.9)
     metrics.routed("resnet", "1")
     metrics.routed("resnet", "1")
     metrics.shadow_compared("resnet", primary="1", shadow="2", agreement=0.97, seconds=0.01)
@@ -119,8 +144,6 @@ def test_traffic_split_and_shadow(registry: CollectorRegistry, metrics: ServingM
     assert registry.get_sample_value("serving_shadow_agreement_ratio_sum", shadow) == pytest.approx(0.97)
     assert registry.get_sample_value("serving_shadow_agreement_ratio_bucket", {**shadow, "le": "0.95"}) == 0
     assert registry.get_sample_value("serving_shadow_duration_seconds_count", shadow) == 1
-    with pytest.raises(ValueError, match="traffic weight"):
-        metrics.set_traffic_weight("resnet", "1", 1.5)
 
 
 def test_drift_gauges(registry: CollectorRegistry, metrics: ServingMetrics) -> None:
@@ -156,8 +179,7 @@ def test_forget_version_removes_its_series_only(registry: CollectorRegistry, met
     for version in ("1", "2"):
         metrics.request_finished("resnet", version, "OK", 0.01)
         metrics.batch_executed("resnet", version, 4, ComputeTimings(1, 2, 3))
-        metrics.set_version_state("resnet", version, "READY")
-        metrics.set_queue_depth("resnet", version, 1)
+        watch(metrics, version, lambda: "READY", queue_depth=1, queue_capacity=4, traffic_weight=0.5)
         metrics.drift_computed(
             "resnet", version, "p", {"psi": 0.1}, alert=False, window_rows=1, reference_rows=1
         )

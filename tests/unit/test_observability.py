@@ -4,6 +4,7 @@ at scrape time, drift sees every successful request, and a version's series live
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,33 @@ def registry() -> CollectorRegistry:
     return CollectorRegistry()
 
 
+Scheduled = list[tuple[float, Callable[[], None]]]
+FORGET_AFTER_S = 300.0
+
+
 @pytest.fixture
-def telemetry(registry: CollectorRegistry) -> Telemetry:
+def scheduled() -> Scheduled:
+    """What the telemetry asked to run later (delay, callback); a test runs them when it wants."""
+    return []
+
+
+@pytest.fixture
+def telemetry(registry: CollectorRegistry, scheduled: Scheduled) -> Telemetry:
     metrics = ServingMetrics(registry, gpu_probe=None, process_metrics=False)
-    return Telemetry(metrics, DriftEngine(metrics), forget_after_s=0.05)
+
+    def call_later(delay_s: float, callback: Callable[[], None]) -> None:
+        scheduled.append((delay_s, callback))
+
+    return Telemetry(metrics, DriftEngine(metrics), forget_after_s=FORGET_AFTER_S, call_later=call_later)
+
+
+def run_scheduled(scheduled: Scheduled) -> list[float]:
+    """Run every callback as if its delay had passed; returns the delays."""
+    delays = [delay for delay, _ in scheduled]
+    for _, callback in scheduled:
+        callback()
+    scheduled.clear()
+    return delays
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -104,7 +128,7 @@ async def test_queue_depth_and_in_flight_are_read_at_scrape(
 
 
 async def test_unload_drops_drift_and_forgets_series_later(
-    tmp_path: Path, registry: CollectorRegistry, telemetry: Telemetry
+    tmp_path: Path, registry: CollectorRegistry, telemetry: Telemetry, scheduled: Scheduled
 ) -> None:
     version = make_version(tmp_path, telemetry)
     await version.load(lambda *_: FakeBackend(add_one))
@@ -113,20 +137,20 @@ async def test_unload_drops_drift_and_forgets_series_later(
     await version.drain_and_unload()
     assert telemetry.drift.monitor("add", "1", "y") is None
     assert value(registry, "serving_model_version_state", state="UNLOADED") == 1.0  # seen for a while
-    await asyncio.sleep(0.1)
+    assert run_scheduled(scheduled) == [FORGET_AFTER_S]
     assert value(registry, "serving_model_version_state", state="UNLOADED") is None
     assert value(registry, "serving_inferences_total") is None
 
 
 async def test_hot_swap_keeps_the_labels_of_the_new_instance(
-    tmp_path: Path, registry: CollectorRegistry, telemetry: Telemetry
+    tmp_path: Path, registry: CollectorRegistry, telemetry: Telemetry, scheduled: Scheduled
 ) -> None:
     old = make_version(tmp_path, telemetry)
     await old.load(lambda *_: FakeBackend(add_one))
     new = make_version(tmp_path, telemetry)
     await new.load(lambda *_: FakeBackend(add_one))
     await old.drain_and_unload()  # the swap retires the old instance of the same version
-    await asyncio.sleep(0.1)
+    run_scheduled(scheduled)  # whatever was to be forgotten later, now
     assert value(registry, "serving_model_version_state", state="READY") == 1.0
     await new.infer(request(2), None, None)
     assert value(registry, "serving_inferences_total") == 2
@@ -149,3 +173,32 @@ async def test_without_metrics_only_statistics_move(tmp_path: Path) -> None:
     await version.load(lambda *_: FakeBackend(add_one))
     await version.infer(request(2), None, None)
     assert version.stats.snapshot().inference_count == 2
+
+
+async def test_a_version_loaded_again_before_the_delay_keeps_its_series(
+    tmp_path: Path, registry: CollectorRegistry, telemetry: Telemetry, scheduled: Scheduled
+) -> None:
+    old = make_version(tmp_path, telemetry)
+    await old.load(lambda *_: FakeBackend(add_one))
+    await old.infer(request(3), None, None)
+    await old.drain_and_unload()
+    again = make_version(tmp_path, telemetry)
+    await again.load(lambda *_: FakeBackend(add_one))
+    assert run_scheduled(scheduled) == [FORGET_AFTER_S]
+    assert value(registry, "serving_model_version_state", state="READY") == 1.0
+    assert value(registry, "serving_inferences_total") == 3
+
+
+async def test_by_default_series_are_forgotten_on_the_event_loop(
+    tmp_path: Path, registry: CollectorRegistry
+) -> None:
+    metrics = ServingMetrics(registry, gpu_probe=None, process_metrics=False)
+    version = make_version(tmp_path, Telemetry(metrics, forget_after_s=0.0))
+    await version.load(lambda *_: FakeBackend(add_one))
+    await version.drain_and_unload()
+    assert value(registry, "serving_model_version_state", state="UNLOADED") == 1.0
+    for _ in range(100):  # the loop runs the zero-delay callback on one of its next turns
+        if value(registry, "serving_model_version_state", state="UNLOADED") is None:
+            break
+        await asyncio.sleep(0)
+    assert value(registry, "serving_model_version_state", state="UNLOADED") is None
