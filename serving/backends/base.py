@@ -9,25 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from serving.backends.devices import DeviceInventory, Placement
 from serving.types import Array, TensorMap
 
-if TYPE_CHECKING:  # devices.py imports Placement from here
-    from serving.backends.devices import DeviceInventory
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where one model instance runs: 'cpu' or 'cuda:N'."""
-
-    device: str
-
-    @property
-    def is_gpu(self) -> bool:
-        return self.device.startswith("cuda")
+__all__ = ["Backend", "BatchResult", "ComputeTimings", "DeviceInventory", "InstanceSpec", "Placement"]
 
 
 @dataclass(frozen=True)

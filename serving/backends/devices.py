@@ -21,7 +21,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from serving.backends.base import Placement
 from serving.errors import ModelConfigError
 
 logger = logging.getLogger("serving.backends")
@@ -30,6 +29,18 @@ KIND_AUTO = "KIND_AUTO"
 KIND_GPU = "KIND_GPU"
 KIND_CPU = "KIND_CPU"
 INSTANCE_KINDS = (KIND_AUTO, KIND_GPU, KIND_CPU)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one model instance runs: 'cpu' or 'cuda:N'."""
+
+    device: str
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.device.startswith("cuda")
+
 
 CPU = Placement("cpu")
 
