@@ -28,6 +28,7 @@ from serving.backends.devices import DeviceInventory, detect_inventory, plan_pla
 from serving.backends.loader import create_backend, gpu_capable
 from serving.config import ServerSettings
 from serving.core.dataplane import DataPlane
+from serving.core.service import InferenceService
 from serving.lifecycle.control import POLL, ModelControl
 from serving.lifecycle.poller import RepositoryPoller, scan_repository
 from serving.lifecycle.registry import ModelRegistry
@@ -80,9 +81,8 @@ class ServingServer:
         )
         self._grpc = self._grpc_server()
         dataplane = DataPlane(self.registry, self.traffic, self.shadows)
-        servicer = InferenceServicer(
-            self.registry, dataplane, self.ready, self.control, requests=self.monitoring.requests
-        )
+        self.service = InferenceService(self.registry, dataplane, self.ready, self.control)
+        servicer = InferenceServicer(self.service, requests=self.monitoring.requests)
         inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._grpc)  # type: ignore[no-untyped-call]
         self._admin_grpc = self._grpc if settings.admin_port is None else self._grpc_server()
         admin = ModelAdminServicer(ModelAdmin(self.registry, self.traffic, self.shadows))
