@@ -92,6 +92,7 @@ class ServingServer:
                 self.service,
                 max_body_bytes=settings.max_message_bytes,
                 shutdown_timeout_s=settings.grace_period_s,
+                requests=self.monitoring.requests,
             )
             if settings.http_port is not None
             else None

@@ -266,3 +266,24 @@ def test_http_off(tmp_path: Path) -> None:
         assert process.http_address is None and "http=off" in process.log()
     finally:
         assert process.stop() == 0
+
+
+def _requests_total(server: ServerProcess, labels: str) -> float:
+    from urllib.request import urlopen
+
+    with urlopen(server.metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    for line in text.splitlines():
+        if line.startswith(f"serving_requests_total{{{labels}}} "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_http_requests_are_counted_like_grpc_ones(server: ServerProcess) -> None:
+    ok = 'code="OK",model="add",version="1"'
+    missing = 'code="NOT_FOUND",model="_unknown",version="_unknown"'
+    before_ok, before_missing = _requests_total(server, ok), _requests_total(server, missing)
+    assert call_json(server, "POST", "/v2/models/add/versions/1/infer", _json_infer([0.0] * 4, [1, 4]))[0] == 200
+    assert call_json(server, "POST", "/v2/models/ghost/infer", _json_infer([0.0] * 4, [1, 4]))[0] == 404
+    assert _requests_total(server, ok) == before_ok + 1
+    assert _requests_total(server, missing) == before_missing + 1

@@ -14,17 +14,21 @@ serving/api/status.py. Ready endpoints answer 200 (ready) or 400 (not), as Trito
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import grpc
 from aiohttp import web
 
 from serving.api import model_codec
 from serving.api.codec import ROUTING_KEY_METADATA
 from serving.api.http.json_codec import HEADER_LENGTH, decode_infer, encode_infer, message_json
-from serving.api.status import http_status_of, message_of
+from serving.api.request_log import REQUEST_ID_METADATA, RequestFacts, RequestRecorder
+from serving.api.status import http_status_of, message_of, status_of
 from serving.core.service import InferenceService
 from serving.errors import InvalidInput, ServingError
 
@@ -75,8 +79,16 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 
 class HttpFrontEnd:
-    def __init__(self, service: InferenceService, *, max_body_bytes: int, shutdown_timeout_s: float) -> None:
+    def __init__(
+        self,
+        service: InferenceService,
+        *,
+        max_body_bytes: int,
+        shutdown_timeout_s: float,
+        requests: RequestRecorder | None = None,
+    ) -> None:
         self._service = service
+        self._requests = requests  # serving_requests_total, latency and the access log, as for gRPC
         self._app = web.Application(middlewares=[errors_as_json], client_max_size=max_body_bytes)
         self._add_routes()
         self._runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=shutdown_timeout_s)
@@ -132,15 +144,31 @@ class HttpFrontEnd:
     # ---- inference ------------------------------------------------------------------------------
 
     async def infer(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
         model, version = _model(request)
-        decoded, encoding = decode_infer(
-            await request.read(),
-            request.headers.get(HEADER_LENGTH),
-            model,
-            version,
-            request.headers.get(ROUTING_KEY_METADATA, ""),
-        )
-        body, header_length = encode_infer(await self._service.infer(decoded), encoding)
+        facts, code = RequestFacts(model, version, "", None), grpc.StatusCode.OK
+        try:
+            decoded, encoding = decode_infer(
+                await request.read(),
+                request.headers.get(HEADER_LENGTH),
+                model,
+                version,
+                request.headers.get(ROUTING_KEY_METADATA, ""),
+            )
+            facts = RequestFacts(model, version, decoded.id, None)
+            response = await self._service.infer(decoded)
+            facts = RequestFacts(model, version, decoded.id, (response.model_name, response.model_version))
+            body, header_length = encode_infer(response, encoding)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            code = status_of(exc)
+            raise
+        finally:
+            if self._requests is not None:
+                request_id = request.headers.get(REQUEST_ID_METADATA, "")
+                self._requests.record(facts, code, time.perf_counter() - started, lambda: request_id)
         if header_length is None:
             return web.Response(body=body, content_type="application/json")
         headers = {HEADER_LENGTH: str(header_length)}
