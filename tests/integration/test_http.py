@@ -259,6 +259,28 @@ def test_tritonclient_http(client: httpclient.InferenceServerClient) -> None:
     assert info.value.status() == "404" and "unknown model 'nope'" in info.value.message()
 
 
+def test_compressed_requests(client: httpclient.InferenceServerClient) -> None:
+    x = np.ones((1, 4), dtype=np.float32)
+    tensor = httpclient.InferInput("x", [1, 4], "FP32")
+    tensor.set_data_from_numpy(x)
+    for algorithm in ("gzip", "deflate"):
+        result = client.infer("add", [tensor], model_version="1", request_compression_algorithm=algorithm)
+        np.testing.assert_array_equal(result.as_numpy("y"), x + 1)
+
+
+def test_body_over_max_message_bytes_is_413(tmp_path: Path) -> None:
+    root = write_add_repository(tmp_path / "repo")
+    process = start_server(root, tmp_path / "server.log", "--max-message-bytes", "4096")
+    try:
+        document = _json_infer([0.5] * 4 * 8, [8, 4])
+        document["padding"] = "x" * 5000
+        status, reply = call_json(process, "POST", "/v2/models/add/infer", document)
+        assert status == 413 and "Maximum request body size 4096" in reply["error"], reply
+        assert call_json(process, "POST", "/v2/models/add/infer", _json_infer([0.5] * 4, [1, 4]))[0] == 200
+    finally:
+        assert process.stop() == 0
+
+
 def test_http_off(tmp_path: Path) -> None:
     root = write_add_repository(tmp_path / "repo")
     process = start_server(root, tmp_path / "server.log", "--http-port", "-1")

@@ -54,7 +54,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except ServingError as exc:
         return _error(http_status_of(exc), message_of(exc))
     except web.HTTPException as exc:  # no such route, wrong method, body too large
-        return _error(exc.status, exc.reason)
+        return _error(exc.status, exc.text or exc.reason)
     except Exception as exc:
         log.exception("unexpected error in %s %s", request.method, request.path)
         return _error(500, message_of(exc))
