@@ -62,7 +62,11 @@ def client(server: ServerProcess) -> httpclient.InferenceServerClient:
 
 
 def call(
-    server: ServerProcess, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    server: ServerProcess,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     assert server.http_address is not None
     host, port = server.http_address.rsplit(":", 1)
@@ -126,7 +130,10 @@ def test_binary_infer(server: ServerProcess) -> None:
             "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
         }
     ).encode()
-    headers = {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
+    headers = {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
     status, reply_headers, body = call(
         server, "POST", "/v2/models/add/versions/1/infer", header + x.tobytes(), headers
     )
@@ -195,16 +202,21 @@ def test_malformed_bodies_and_routes(server: ServerProcess) -> None:
     assert status == 400 and "not claimed" in json.loads(body)["error"]
     status, _, body = call(server, "GET", "/v2/nothing/here")
     assert status == 404 and "error" in json.loads(body)
-    status, _, body = call(server, "POST", "/v2/models/strings/infer", json.dumps(
-        {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "BYTES", "data": [1]}]}
-    ).encode())
+    status, _, body = call(
+        server,
+        "POST",
+        "/v2/models/strings/infer",
+        json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "BYTES", "data": [1]}]}).encode(),
+    )
     assert status == 400 and "JSON strings" in json.loads(body)["error"]
 
 
 def test_full_queue_is_503(server: ServerProcess) -> None:
     document = _json_infer([1.0] * 4, [1, 4])
     first: list[tuple[int, Any]] = []
-    waiting = threading.Thread(target=lambda: first.append(call_json(server, "POST", "/v2/models/slow/infer", document)))
+    waiting = threading.Thread(
+        target=lambda: first.append(call_json(server, "POST", "/v2/models/slow/infer", document))
+    )
     waiting.start()
     time.sleep(0.5)  # it waits in the queue (size 1) for a fuller batch
     status, reply = call_json(server, "POST", "/v2/models/slow/infer", document)
@@ -305,7 +317,28 @@ def test_http_requests_are_counted_like_grpc_ones(server: ServerProcess) -> None
     ok = 'code="OK",model="add",version="1"'
     missing = 'code="NOT_FOUND",model="_unknown",version="_unknown"'
     before_ok, before_missing = _requests_total(server, ok), _requests_total(server, missing)
-    assert call_json(server, "POST", "/v2/models/add/versions/1/infer", _json_infer([0.0] * 4, [1, 4]))[0] == 200
+    assert (
+        call_json(server, "POST", "/v2/models/add/versions/1/infer", _json_infer([0.0] * 4, [1, 4]))[0] == 200
+    )
     assert call_json(server, "POST", "/v2/models/ghost/infer", _json_infer([0.0] * 4, [1, 4]))[0] == 404
     assert _requests_total(server, ok) == before_ok + 1
     assert _requests_total(server, missing) == before_missing + 1
+
+
+def test_sigterm_lets_a_running_http_request_finish(tmp_path: Path) -> None:
+    root = write_add_repository(
+        tmp_path / "repo", "slow", config=add_model_config("slow", batching=SLOW_BATCHING)
+    )
+    process = start_server(root, tmp_path / "server.log")
+    replies: list[tuple[int, Any]] = []
+    document = _json_infer([1.0] * 4, [1, 4])
+    running = threading.Thread(
+        target=lambda: replies.append(call_json(process, "POST", "/v2/models/slow/infer", document))
+    )
+    running.start()
+    time.sleep(0.5)  # queued, waiting out the 3 s batching delay
+    started = time.monotonic()
+    assert process.stop() == 0, process.log()[-3000:]
+    running.join(30)
+    assert replies and replies[0][0] == 200 and replies[0][1]["outputs"][0]["data"] == [2.0] * 4, replies
+    assert time.monotonic() - started < 30

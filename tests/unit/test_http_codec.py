@@ -41,7 +41,9 @@ def test_bytes_as_json_strings_and_binary() -> None:
     request, _ = decode_infer(_body(tensor), None, "m", "")
     assert list(request.inputs["s"]) == items
     blob = b"".join(struct.pack("<I", len(i)) + i for i in items)
-    header = _body({"name": "s", "shape": [3], "datatype": "BYTES", "parameters": {"binary_data_size": len(blob)}})
+    header = _body(
+        {"name": "s", "shape": [3], "datatype": "BYTES", "parameters": {"binary_data_size": len(blob)}}
+    )
     request, _ = decode_infer(header + blob, str(len(header)), "m", "")
     assert list(request.inputs["s"]) == items
     body, length = encode_infer(InferenceResponse("m", "1", "", dict(request.inputs)), OutputEncoding(True))
@@ -104,7 +106,9 @@ def test_bad_binary_layout() -> None:
         decode_infer(bad + b"\0" * 4, str(len(bad)), "m", "")
     with pytest.raises(InvalidInput, match="classification"):
         tensor = {"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}
-        decode_infer(_body(tensor, outputs=[{"name": "y", "parameters": {"classification": 2}}]), None, "m", "")
+        decode_infer(
+            _body(tensor, outputs=[{"name": "y", "parameters": {"classification": 2}}]), None, "m", ""
+        )
 
 
 def test_message_json_writes_64_bit_integers_as_numbers() -> None:
