@@ -33,12 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="serve a model repository over gRPC")
+    serve = sub.add_parser("serve", help="serve a model repository over gRPC and HTTP")
     serve.add_argument("--model-repository", type=Path, default=Path(_env("model_repository", "models")))
     serve.add_argument(
         "--host", default=_env("host", "127.0.0.1"), help="address to bind (container: 0.0.0.0)"
     )
     serve.add_argument("--grpc-port", type=int, default=int(_env("grpc_port", 8001)))
+    serve.add_argument(
+        "--http-port",
+        type=int,
+        default=int(_env("http_port", 8000)),
+        help="KServe v2 REST (HTTP/JSON and binary tensors) port; -1 disables HTTP",
+    )
     serve.add_argument(
         "--metrics-port", type=int, default=int(_env("metrics_port", 8002)), help="-1 disables /metrics"
     )
@@ -138,6 +144,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         model_repository=args.model_repository,
         host=args.host,
         grpc_port=args.grpc_port,
+        http_port=None if args.http_port < 0 else args.http_port,
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         model_control_mode=args.model_control_mode,
         load_models=tuple(args.load_model),

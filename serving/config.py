@@ -15,6 +15,7 @@ class ServerSettings:
     model_repository: Path
     host: str = "127.0.0.1"
     grpc_port: int = 8001  # 0 = any free port (tests)
+    http_port: int | None = 8000  # KServe v2 REST; None = no HTTP endpoint; 0 = any free port
     metrics_port: int | None = 8002  # None = no /metrics endpoint
     model_control_mode: str = "explicit"
     load_models: tuple[str, ...] = ()  # explicit mode: models to load at start; empty = all
@@ -36,6 +37,7 @@ class ServerSettings:
             raise ValueError(f"model_repository: {self.model_repository} is not a directory")
         ports = (
             ("grpc_port", self.grpc_port),
+            ("http_port", self.http_port),
             ("metrics_port", self.metrics_port),
             ("admin_port", self.admin_port),
         )

@@ -1,12 +1,14 @@
 """Assembling the server: `create_server(settings)` builds every part and injects it; nothing global.
 
+KServe v2 over HTTP (serving/api/http) runs beside gRPC in the same event loop, on the same facade
+(serving.core.service.InferenceService), unless `http_port` is None.
 The admin service (serving.admin.ModelAdmin) shares the gRPC port unless `admin_port` gives it its own
 server on `admin_host`; with `admin_token_file`, an interceptor guards the admin calls on both.
 
-Shutdown order: stop polling the repository → stop taking new RPCs (and report not ready) → let running
-RPCs finish within the grace period → let shadow copies finish → drain every batcher → unload models
-→ stop the drift engine and /metrics. Observability (metrics, drift, health, reflection, access log) is
-assembled in serving/api/instrumentation.py.
+Shutdown order: stop polling the repository → stop taking new RPCs and HTTP requests (and report not
+ready) → let running ones finish within the grace period → let shadow copies finish → drain every
+batcher → unload models → stop the drift engine and /metrics. Observability (metrics, drift, health,
+reflection, access log) is assembled in serving/api/instrumentation.py.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from serving.admin.operations import ModelAdmin
 from serving.api.admin_servicer import ModelAdminServicer
 from serving.api.auth import AdminTokenInterceptor, read_token
+from serving.api.http.server import HttpFrontEnd
 from serving.api.inference_servicer import InferenceServicer
 from serving.api.instrumentation import Monitoring
 from serving.backends.base import Backend, Placement, TensorDecl
@@ -28,6 +31,7 @@ from serving.backends.devices import DeviceInventory, detect_inventory, plan_pla
 from serving.backends.loader import create_backend, gpu_capable
 from serving.config import ServerSettings
 from serving.core.dataplane import DataPlane
+from serving.core.service import InferenceService
 from serving.lifecycle.control import POLL, ModelControl
 from serving.lifecycle.poller import RepositoryPoller, scan_repository
 from serving.lifecycle.registry import ModelRegistry
@@ -45,6 +49,7 @@ class BoundPorts:
     grpc: int
     metrics: int | None
     admin: int | None = None  # None: the admin service is on the gRPC port
+    http: int | None = None  # None: no HTTP endpoint
 
 
 class ServingServer:
@@ -80,8 +85,17 @@ class ServingServer:
         )
         self._grpc = self._grpc_server()
         dataplane = DataPlane(self.registry, self.traffic, self.shadows)
-        servicer = InferenceServicer(
-            self.registry, dataplane, self.ready, self.control, requests=self.monitoring.requests
+        self.service = InferenceService(self.registry, dataplane, self.ready, self.control)
+        servicer = InferenceServicer(self.service, requests=self.monitoring.requests)
+        self._http = (
+            HttpFrontEnd(
+                self.service,
+                max_body_bytes=settings.max_message_bytes,
+                shutdown_timeout_s=settings.grace_period_s,
+                requests=self.monitoring.requests,
+            )
+            if settings.http_port is not None
+            else None
         )
         inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._grpc)  # type: ignore[no-untyped-call]
         self._admin_grpc = self._grpc if settings.admin_port is None else self._grpc_server()
@@ -142,6 +156,8 @@ class ServingServer:
             if self.ports.admin == 0:
                 raise OSError(f"cannot bind the admin service on {admin_address}")
         self.ports.metrics = self.monitoring.start(self.settings.host, self.settings.metrics_port)
+        if self._http is not None and self.settings.http_port is not None:
+            self.ports.http = await self._http.start(self.settings.host, self.settings.http_port)
         await self._grpc.start()
         if self._admin_grpc is not self._grpc:
             await self._admin_grpc.start()
@@ -149,11 +165,12 @@ class ServingServer:
         await self._initial_load()
         self.ready.set()
         log.info(
-            "ready grpc=%s:%d metrics=%s admin=%s",
+            "ready grpc=%s:%d metrics=%s admin=%s http=%s",
             self.settings.host,
             self.ports.grpc,
             f"{self.settings.host}:{self.ports.metrics}" if self.ports.metrics else "off",
             f"{self.settings.admin_host}:{self.ports.admin}" if self.ports.admin else "grpc",
+            f"{self.settings.host}:{self.ports.http}" if self.ports.http else "off",
         )
         return self.ports
 
@@ -173,7 +190,8 @@ class ServingServer:
         self.ready.clear()
         self.monitoring.begin_shutdown()  # health: NOT_SERVING, watches end
         servers = {id(s): s for s in (self._grpc, self._admin_grpc)}.values()
-        await asyncio.gather(*(server.stop(grace) for server in servers))
+        http = [self._http.stop()] if self._http is not None else []
+        await asyncio.gather(*(server.stop(grace) for server in servers), *http)
         await self.shadows.close()
         await self.registry.close()
         await self.monitoring.stop()

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-READY = re.compile(r"ready grpc=(\S+):(\d+) metrics=(\S+)")
+# groups 1-3 as before; 4: the HTTP address ("off", or absent in an older server's line)
+READY = re.compile(r"ready grpc=(\S+):(\d+) metrics=(\S+)(?: admin=\S+)?(?: http=(\S+))?")
 
 
 @dataclass
@@ -25,6 +26,12 @@ class ServerProcess:
     log_path: Path
     grpc_address: str
     metrics_address: str | None
+    http_address: str | None = None  # host:port of KServe v2 REST; None when HTTP is off
+
+    @property
+    def http_url(self) -> str:
+        assert self.http_address is not None, "this server runs without HTTP (--http-port -1)"
+        return f"http://{self.http_address}"
 
     @property
     def metrics_url(self) -> str:
@@ -58,6 +65,8 @@ def start_server(repository: Path, log_path: Path, *extra: str, timeout: float =
         "0",
         "--metrics-port",
         "0",
+        "--http-port",
+        "0",
         *extra,
     ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -69,7 +78,8 @@ def start_server(repository: Path, log_path: Path, *extra: str, timeout: float =
         match = READY.search(text)
         if match:
             metrics = None if match.group(3) == "off" else match.group(3)
-            return ServerProcess(process, log_path, f"{match.group(1)}:{match.group(2)}", metrics)
+            http = None if match.group(4) in (None, "off") else match.group(4)
+            return ServerProcess(process, log_path, f"{match.group(1)}:{match.group(2)}", metrics, http)
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{text}")
         time.sleep(0.1)

@@ -9,6 +9,7 @@ typed contents. BYTES elements are a 4-byte little-endian length followed by the
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,11 @@ from serving.proto import inference_pb2 as pb
 from serving.types import V2_TO_NUMPY, Array, numpy_to_v2
 
 ROUTING_KEY_PARAMETER = "routing_key"  # sticky routing (see docs/traffic-policy.md)
+ROUTING_KEY_METADATA = "x-routing-key"  # the same as gRPC metadata or an HTTP header
+# Triton's per-request queue timeout parameter, in microseconds (honoured when the model's queue
+# policy has allow_timeout_override).
+TIMEOUT_PARAMETER = "timeout"
+Metadata = Sequence[tuple[str, Any]]  # gRPC invocation metadata: (key, value) pairs
 
 # datatype → the InferTensorContents field that carries it when typed.
 CONTENTS_FIELD: dict[str, str] = {
@@ -47,9 +53,12 @@ def decode_parameters(params: Mapping[str, pb.InferParameter]) -> dict[str, Para
     return decoded
 
 
-def decode_request(request: pb.ModelInferRequest, routing_key: str = "") -> InferenceRequest:
+def decode_request(
+    request: pb.ModelInferRequest, metadata: Metadata = (), time_remaining: float | None = None
+) -> InferenceRequest:
     """Raise InvalidInput, naming the input, when a tensor's bytes do not match its shape and datatype.
-    `routing_key` (from `x-routing-key` metadata) applies unless the request has a `routing_key` parameter."""
+    `metadata`: the call's gRPC metadata (`x-routing-key` applies unless the request has a `routing_key`
+    parameter); `time_remaining`: seconds left before the call's deadline (None: no deadline)."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput(
@@ -68,17 +77,43 @@ def decode_request(request: pb.ModelInferRequest, routing_key: str = "") -> Infe
         inputs=inputs,
         requested_outputs=tuple(o.name for o in request.outputs),
         parameters=parameters,
-        routing_key=_routing_key(parameters) or routing_key,
+        routing_key=routing_key(parameters, metadata_value(metadata, ROUTING_KEY_METADATA)),
+        deadline=deadline_after(time_remaining),
+        timeout_s=queue_timeout_s(parameters),
     )
 
 
-def _routing_key(parameters: Mapping[str, ParamValue]) -> str:
+def metadata_value(metadata: Metadata, key: str) -> str:
+    """The first text value of `key` in gRPC metadata, or ""."""
+    for name, value in metadata:
+        if name == key and isinstance(value, str):
+            return value
+    return ""
+
+
+def routing_key(parameters: Mapping[str, ParamValue], header: str = "") -> str:
+    """The `routing_key` parameter, else the `x-routing-key` metadata or header `header`, else ""."""
     value = parameters.get(ROUTING_KEY_PARAMETER)
     if value is None:
-        return ""
+        return header
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise InvalidInput(f"parameter '{ROUTING_KEY_PARAMETER}' must be a string, got {value!r}")
-    return str(value)
+    return str(value) or header
+
+
+def queue_timeout_s(parameters: Mapping[str, ParamValue]) -> float | None:
+    """Triton's `timeout` parameter (microseconds) in seconds; None when not given."""
+    value = parameters.get(TIMEOUT_PARAMETER)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"parameter '{TIMEOUT_PARAMETER}' must be a non-negative integer (microseconds)")
+    return value / 1e6
+
+
+def deadline_after(time_remaining: float | None) -> float | None:
+    """The absolute deadline on time.monotonic() of a call with `time_remaining` seconds left."""
+    return None if time_remaining is None else time.monotonic() + time_remaining
 
 
 def _decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> Array:
@@ -91,7 +126,7 @@ def _decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | N
         raise InvalidInput(f"{where}: shape {list(shape)} has a negative dimension")
     count = int(np.prod(shape, dtype=np.int64))
     if tensor.datatype == "BYTES":
-        items = _split_bytes(raw, where) if raw is not None else list(tensor.contents.bytes_contents)
+        items = split_bytes(raw, where) if raw is not None else list(tensor.contents.bytes_contents)
         if len(items) != count:
             raise InvalidInput(
                 f"{where}: {len(items)} BYTES elements for shape {list(shape)} ({count} expected)"
@@ -118,7 +153,7 @@ def _decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | N
     return np.asarray(values, dtype=dtype).reshape(shape)
 
 
-def _split_bytes(raw: bytes, where: str) -> list[bytes]:
+def split_bytes(raw: bytes, where: str) -> list[bytes]:
     items: list[bytes] = []
     offset, end = 0, len(raw)
     while offset < end:
@@ -133,7 +168,7 @@ def _split_bytes(raw: bytes, where: str) -> list[bytes]:
     return items
 
 
-def _join_bytes(array: Array) -> bytes:
+def join_bytes(array: Array) -> bytes:
     parts: list[bytes] = []
     for item in array.reshape(-1):
         data = item if isinstance(item, bytes) else str(item).encode()
@@ -142,21 +177,22 @@ def _join_bytes(array: Array) -> bytes:
     return b"".join(parts)
 
 
-def encode_response(response: InferenceResponse, datatypes: Mapping[str, str]) -> pb.ModelInferResponse:
-    """`datatypes`: each output's config datatype; arrays are cast to it when the backend differs."""
+def encode_response(response: InferenceResponse) -> pb.ModelInferResponse:
+    """Outputs come in the config's datatypes already (the data plane conformed them)."""
     reply = pb.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=response.id
     )
     for name, array in response.outputs.items():
-        datatype = datatypes.get(name) or numpy_to_v2(array.dtype)
+        datatype = numpy_to_v2(array.dtype)
         tensor = reply.outputs.add(name=name, datatype=datatype)
         tensor.shape.extend(int(d) for d in array.shape)
-        if datatype == "BYTES":
-            reply.raw_output_contents.append(_join_bytes(array))
-        else:
-            data = np.ascontiguousarray(array, dtype=V2_TO_NUMPY[datatype])
-            reply.raw_output_contents.append(data.tobytes())
+        reply.raw_output_contents.append(raw_bytes(array, datatype))
     return reply
+
+
+def raw_bytes(array: Array, datatype: str) -> bytes:
+    """A tensor's bytes as KServe v2 raw contents (and Triton's binary data): BYTES length-prefixed."""
+    return join_bytes(array) if datatype == "BYTES" else np.ascontiguousarray(array).tobytes()
 
 
 def build_infer_request(
@@ -172,9 +208,7 @@ def build_infer_request(
         datatype = numpy_to_v2(array.dtype)
         tensor = request.inputs.add(name=name, datatype=datatype)
         tensor.shape.extend(int(d) for d in array.shape)
-        request.raw_input_contents.append(
-            _join_bytes(array) if datatype == "BYTES" else np.ascontiguousarray(array).tobytes()
-        )
+        request.raw_input_contents.append(raw_bytes(array, datatype))
     for key, value in (parameters or {}).items():
         _set_parameter(request.parameters[key], value)
     return request

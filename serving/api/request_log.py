@@ -1,5 +1,5 @@
-"""Every finished inference request, once: `serving_requests_total` by status code, the end-to-end latency
-histogram, and the sampled access log.
+"""Every finished inference request (gRPC or HTTP, an HTTP one under the gRPC code of its error), once:
+`serving_requests_total` by status code, the end-to-end latency histogram, and the sampled access log.
 
 Labels stay bounded: a successful reply names the model and version that served it (the registry's);
 for a failed request the client's names are kept only when the registry holds that model (and version),
@@ -7,8 +7,9 @@ else they become `_unknown` (serving.telemetry.metrics.model_label), so random n
 
 Access log: logger `serving.access`, one line per request for a fraction `sample_rate` of successful
 requests and for every failed one, with the fields `request_id` (the request's `id`, else the
-`x-request-id` metadata), `model`, `version`, `code` and `latency_ms`. They are in the text line and,
-for `--log-format json`, top-level JSON keys (the record's `fields`, serving.cli.JsonFormatter).
+`x-request-id` metadata or HTTP header), `model`, `version`, `code` and `latency_ms`. They are in the
+text line and, for `--log-format json`, top-level JSON keys (the record's `fields`,
+serving.cli.JsonFormatter).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -65,36 +67,48 @@ class RequestRecorder:
         seconds: float,
         metadata: Metadata,
     ) -> None:
-        """Record one request; `reply` is None (or has no model name) when it failed."""
-        if reply is not None and reply.model_name:
-            model, version = reply.model_name, reply.model_version
+        """Record one gRPC request; `reply` is None (or has no model name) when it failed."""
+        served = (reply.model_name, reply.model_version) if reply is not None and reply.model_name else None
+        self.record(
+            RequestFacts(request.model_name, request.model_version, request.id, served),
+            code,
+            seconds,
+            lambda: _metadata_value(metadata(), REQUEST_ID_METADATA),
+        )
+
+    def record(
+        self, facts: RequestFacts, code: grpc.StatusCode, seconds: float, request_id: Callable[[], str]
+    ) -> None:
+        """Record one request of any transport (HTTP ones carry the gRPC code of their error);
+        `request_id` gives the transport's `x-request-id` when the request has no id."""
+        if facts.served is not None:
+            model, version = facts.served
         else:
-            model, version = request_labels(self._registry, request.model_name, request.model_version)
+            model, version = request_labels(self._registry, facts.model, facts.version)
         if self._metrics is not None:
             self._metrics.request_finished(model, version, code.name, seconds)
         sampled = code is not grpc.StatusCode.OK or self._rng.random() < self._sample_rate
         if sampled and self._log.isEnabledFor(logging.INFO):
-            self._write(request, model, version, code, seconds, metadata)
+            fields = {
+                "request_id": facts.request_id or request_id() or "-",
+                # an unknown model keeps the client's name here (quoted, cut short): log lines are not series
+                "model": repr(facts.model[:64]) if model == UNKNOWN else model,
+                "version": version,
+                "code": code.name,
+                "latency_ms": round(seconds * 1e3, 3),
+            }
+            text = " ".join(f"{key}={value}" for key, value in fields.items())
+            self._log.info("access %s", text, extra={"fields": fields})
 
-    def _write(
-        self,
-        request: pb.ModelInferRequest,
-        model: str,
-        version: str,
-        code: grpc.StatusCode,
-        seconds: float,
-        metadata: Metadata,
-    ) -> None:
-        fields = {
-            "request_id": request.id or _metadata_value(metadata(), REQUEST_ID_METADATA) or "-",
-            # an unknown model keeps the client's name here (quoted, cut short): log lines are not series
-            "model": repr(request.model_name[:64]) if model == UNKNOWN else model,
-            "version": version,
-            "code": code.name,
-            "latency_ms": round(seconds * 1e3, 3),
-        }
-        text = " ".join(f"{key}={value}" for key, value in fields.items())
-        self._log.info("access %s", text, extra={"fields": fields})
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What the access log and the request counter need of one finished request."""
+
+    model: str  # as the client named it
+    version: str
+    request_id: str
+    served: tuple[str, str] | None  # (model, version) that answered; None when it failed
 
 
 def _metadata_value(metadata: Sequence[tuple[str, Any]] | None, key: str) -> str:

@@ -1,4 +1,10 @@
-"""The one place where errors become gRPC status codes (see the tree in serving/errors.py)."""
+"""The one place where errors become gRPC status codes and HTTP statuses (the tree: serving/errors.py).
+
+HTTP follows Triton's HTTP server (HttpCodeFromError): not found 404, unavailable 503, internal 500, and
+400 for invalid input, cancellation and what has no closer code. Triton reports a full queue and an
+expired queue timeout as UNAVAILABLE, so they are 503 here too (not 429): clients that retry on 503 for
+Triton behave the same against us.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +32,27 @@ CODES: dict[type[errors.ServingError], grpc.StatusCode] = {
     errors.ModelConfigError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ModelExecutionError: grpc.StatusCode.INTERNAL,
 }
+
+
+HTTP_STATUS: dict[type[errors.ServingError], int] = {
+    errors.NotFound: 404,
+    errors.InvalidInput: 400,
+    errors.QueueFull: 503,
+    errors.Unavailable: 503,
+    errors.DeadlineExceeded: 503,
+    errors.Cancelled: 400,
+    errors.Unauthenticated: 401,
+    errors.ModelConfigError: 400,
+    errors.ModelExecutionError: 500,
+}
+
+
+def http_status_of(exc: BaseException) -> int:
+    for cls in type(exc).__mro__:
+        status = HTTP_STATUS.get(cls)
+        if status is not None:
+            return status
+    return 500
 
 
 def status_of(exc: BaseException) -> grpc.StatusCode:

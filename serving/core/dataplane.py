@@ -11,16 +11,14 @@ the primary answered (serving/traffic/shadow.py), never on the client's path.
 
 from __future__ import annotations
 
-from serving.core.request import InferenceRequest, InferenceResponse, validate_request
-from serving.errors import InvalidInput, Unavailable
+import weakref
+
+from serving.core.request import InferenceRequest, InferenceResponse, RequestSchema
+from serving.errors import Unavailable
 from serving.lifecycle.registry import ModelRegistry
 from serving.lifecycle.version import ModelVersion
 from serving.traffic.router import TrafficControl
 from serving.traffic.shadow import ShadowRunner
-
-# Triton's per-request queue timeout parameter, in microseconds (honoured when the model's queue
-# policy has allow_timeout_override).
-TIMEOUT_PARAMETER = "timeout"
 
 
 class DataPlane:
@@ -33,28 +31,34 @@ class DataPlane:
         self.registry = registry
         self._traffic = traffic  # None: the highest READY version serves every unpinned request
         self._shadows = shadows
+        # One schema per loaded version, built on its first request; gone with the version.
+        self._schemas: weakref.WeakKeyDictionary[ModelVersion, RequestSchema] = weakref.WeakKeyDictionary()
 
-    async def infer(self, request: InferenceRequest, deadline: float | None) -> InferenceResponse:
-        """`deadline` is absolute on time.monotonic(): the caller's gRPC deadline, if any."""
-        timeout_s = _timeout_s(request)
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        """`request` is complete (codec): its deadline and queue-timeout override are already in it."""
         version, shadow = self._select(request)
-        validate_request(version.spec, request)
+        self._schema(version).validate(request)
         try:
-            outputs = await version.infer(request, deadline=deadline, timeout_s=timeout_s)
+            outputs = await version.infer(request, deadline=request.deadline, timeout_s=request.timeout_s)
         except Unavailable:
             if request.model_version or version.ready:
                 raise
             version, shadow = self._select(request)  # it left routing before taking the request
-            outputs = await version.infer(request, deadline=deadline, timeout_s=timeout_s)
+            outputs = await version.infer(request, deadline=request.deadline, timeout_s=request.timeout_s)
         if shadow is not None and self._shadows is not None:
             self._shadows.submit(request.model_name, version.version, shadow, request, outputs)
         return InferenceResponse(
             model_name=version.name,
             model_version=str(version.version),
             id=request.id,
-            outputs=outputs,
-            output_datatypes={t.name: t.datatype for t in version.spec.outputs},
+            outputs=self._schema(version).conform_outputs(outputs),
         )
+
+    def _schema(self, version: ModelVersion) -> RequestSchema:
+        schema = self._schemas.get(version)
+        if schema is None:
+            schema = self._schemas[version] = RequestSchema(version.spec)
+        return schema
 
     def _select(self, request: InferenceRequest) -> tuple[ModelVersion, ModelVersion | None]:
         """The version that serves `request`, and the one that gets a shadow copy of it (or None)."""
@@ -68,12 +72,3 @@ class DataPlane:
         chosen = self._traffic.choose(request.model_name, ready, request.routing_key, states)
         shadow = self._traffic.shadow_for(request.model_name, chosen, ready) if self._shadows else None
         return ready[chosen], ready.get(shadow) if shadow is not None else None
-
-
-def _timeout_s(request: InferenceRequest) -> float | None:
-    value = request.parameters.get(TIMEOUT_PARAMETER)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInput(f"parameter '{TIMEOUT_PARAMETER}' must be a non-negative integer (microseconds)")
-    return value / 1e6

@@ -1,15 +1,21 @@
 """The domain form of one inference request and its validation against a model's config.
 
-Codecs in serving/api turn protobuf into these types; everything below the API works on them.
+A transport's codec (serving/api) builds ONE complete `InferenceRequest`: tensors, parameters, the
+routing key, the absolute deadline and the queue-timeout override. The data plane validates it once,
+against a `RequestSchema` built once per loaded version (inputs by name, expected shapes, outputs), and
+conforms the outputs to the config's datatypes, so the encoders need nothing but the response.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from serving.errors import InvalidInput
 from serving.lifecycle.repository import ModelSpec, TensorSpec
-from serving.types import Array, decode_utf8, numpy_to_v2
+from serving.types import V2_TO_NUMPY, Array, decode_utf8, numpy_to_v2
 
 ParamValue = bool | int | float | str
 
@@ -23,12 +29,8 @@ class InferenceRequest:
     requested_outputs: tuple[str, ...] = ()  # empty = every output
     parameters: dict[str, ParamValue] = field(default_factory=dict)
     routing_key: str = ""  # sticky routing: the `routing_key` parameter or `x-routing-key` metadata
-
-    def rows(self, spec: ModelSpec) -> int:
-        """Rows in a batching model's request (its batch dimension); 1 for a non-batching model."""
-        if spec.max_batch_size == 0 or not self.inputs:
-            return 1
-        return int(next(iter(self.inputs.values())).shape[0])
+    deadline: float | None = None  # absolute, on time.monotonic(): the caller's deadline, if any
+    timeout_s: float | None = None  # queue-timeout override (Triton's `timeout` parameter), if any
 
 
 @dataclass(frozen=True)
@@ -36,53 +38,78 @@ class InferenceResponse:
     model_name: str
     model_version: str
     id: str
-    outputs: dict[str, Array]
-    output_datatypes: dict[str, str] = field(default_factory=dict)  # output name → KServe datatype
+    outputs: dict[str, Array]  # already in the config's datatypes (RequestSchema.conform_outputs)
 
 
-def validate_request(spec: ModelSpec, request: InferenceRequest) -> None:
-    """Raise InvalidInput, naming the input, if the request does not fit the model's config."""
-    model = f"model '{spec.name}'"
-    expected = [t.name for t in spec.inputs]
-    for name in request.inputs:
-        if spec.input(name) is None:
-            raise InvalidInput(f"unexpected input '{name}' for {model}; it expects {expected}")
-    missing = [t.name for t in spec.inputs if not t.optional and t.name not in request.inputs]
-    if missing:
-        raise InvalidInput(f"{model} expects input(s) {missing}, not given")
-    batch_sizes = set()
-    for name, array in request.inputs.items():
-        tensor = spec.input(name)
-        assert tensor is not None
-        _check_tensor(spec, tensor, array)
-        if spec.max_batch_size > 0:
-            batch_sizes.add(int(array.shape[0]))
-    if len(batch_sizes) > 1:
-        raise InvalidInput(f"inputs of {model} disagree on the batch size: {sorted(batch_sizes)}")
-    outputs = [t.name for t in spec.outputs]
-    for name in request.requested_outputs:
-        if name not in outputs:
-            raise InvalidInput(f"unknown output '{name}' requested from {model}; it has {outputs}")
+@dataclass(frozen=True)
+class _InputRule:
+    tensor: TensorSpec
+    shape: tuple[int, ...]  # the request's expected shape, -1 = any (the batch dimension included)
 
 
-def _check_tensor(spec: ModelSpec, tensor: TensorSpec, array: Array) -> None:
-    where = f"input '{tensor.name}' of model '{spec.name}'"
-    datatype = numpy_to_v2(array.dtype)
-    if datatype != tensor.datatype:
-        raise InvalidInput(f"{where}: datatype {datatype} does not match the model's {tensor.datatype}")
-    if datatype == "BYTES":
-        # Checked here, per request, so that one client's bad string fails only its own request and
-        # never the batch it would have joined.
-        for index, item in enumerate(array.reshape(-1)):
-            decode_utf8(tensor.name, index, item)
-    shape = tuple(int(d) for d in array.shape)
-    batching = spec.max_batch_size > 0
-    expected = ((-1,) if batching else ()) + tensor.dims
-    if len(shape) != len(expected) or any(e != -1 and e != s for e, s in zip(expected, shape, strict=True)):
-        raise InvalidInput(f"{where}: shape {list(shape)} does not match the model's {list(expected)}")
-    if batching:
-        rows = shape[0]
-        if rows < 1:
-            raise InvalidInput(f"{where}: batch size must be at least 1, got {rows}")
-        if rows > spec.max_batch_size:
-            raise InvalidInput(f"{where}: batch size {rows} exceeds max_batch_size {spec.max_batch_size}")
+class RequestSchema:
+    """What a request to one model must look like: lookup tables built once from its ModelSpec."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.name = spec.name
+        self.max_batch_size = spec.max_batch_size
+        batch = (-1,) if spec.max_batch_size > 0 else ()
+        self._inputs = {t.name: _InputRule(t, batch + t.dims) for t in spec.inputs}
+        self._input_names = [t.name for t in spec.inputs]
+        self._required = [t.name for t in spec.inputs if not t.optional]
+        self._outputs = [t.name for t in spec.outputs]
+        self._output_set = frozenset(self._outputs)
+        # BYTES outputs are framed as they are; others are cast to the config's dtype when they differ.
+        self._output_dtypes: dict[str, np.dtype[Any]] = {
+            t.name: V2_TO_NUMPY[t.datatype] for t in spec.outputs if t.datatype != "BYTES"
+        }
+
+    def validate(self, request: InferenceRequest) -> None:
+        """Raise InvalidInput, naming the input, if the request does not fit the model's config."""
+        model = f"model '{self.name}'"
+        for name in request.inputs:
+            if name not in self._inputs:
+                raise InvalidInput(f"unexpected input '{name}' for {model}; it expects {self._input_names}")
+        missing = [name for name in self._required if name not in request.inputs]
+        if missing:
+            raise InvalidInput(f"{model} expects input(s) {missing}, not given")
+        batch_sizes = set()
+        for name, array in request.inputs.items():
+            self._check_tensor(self._inputs[name], array)
+            if self.max_batch_size > 0:
+                batch_sizes.add(int(array.shape[0]))
+        if len(batch_sizes) > 1:
+            raise InvalidInput(f"inputs of {model} disagree on the batch size: {sorted(batch_sizes)}")
+        for name in request.requested_outputs:
+            if name not in self._output_set:
+                raise InvalidInput(f"unknown output '{name}' requested from {model}; it has {self._outputs}")
+
+    def _check_tensor(self, rule: _InputRule, array: Array) -> None:
+        tensor = rule.tensor
+        where = f"input '{tensor.name}' of model '{self.name}'"
+        datatype = numpy_to_v2(array.dtype)
+        if datatype != tensor.datatype:
+            raise InvalidInput(f"{where}: datatype {datatype} does not match the model's {tensor.datatype}")
+        if datatype == "BYTES":
+            # Checked here, per request, so that one client's bad string fails only its own request and
+            # never the batch it would have joined.
+            for index, item in enumerate(array.reshape(-1)):
+                decode_utf8(tensor.name, index, item)
+        shape, expected = array.shape, rule.shape
+        if len(shape) != len(expected) or any(e not in (-1, s) for e, s in zip(expected, shape, strict=True)):
+            raise InvalidInput(f"{where}: shape {list(shape)} does not match the model's {list(expected)}")
+        if self.max_batch_size > 0:
+            rows = shape[0]
+            if rows < 1:
+                raise InvalidInput(f"{where}: batch size must be at least 1, got {rows}")
+            if rows > self.max_batch_size:
+                raise InvalidInput(f"{where}: batch size {rows} exceeds max_batch_size {self.max_batch_size}")
+
+    def conform_outputs(self, outputs: dict[str, Array]) -> dict[str, Array]:
+        """The outputs in the config's datatypes (a backend may answer, say, FP16 for an FP32 output)."""
+        conformed = dict(outputs)
+        for name, array in outputs.items():
+            dtype = self._output_dtypes.get(name)
+            if dtype is not None and array.dtype != dtype:
+                conformed[name] = array.astype(dtype)
+        return conformed

@@ -122,6 +122,17 @@ class _PairStats:
         )
 
 
+@dataclass(frozen=True)
+class _ShadowCopy:
+    """One request to copy to a shadow version, with the primary's answer to compare against."""
+
+    model: str
+    primary: int
+    target: ShadowTarget
+    request: InferenceRequest
+    primary_outputs: dict[str, Array]
+
+
 def comparison_agreement(comparison: ShadowComparison) -> float | None:
     """One comparison's agreement in [0, 1]; None when no output is measured by agreement."""
     values = [*comparison.argmax_agreement.values(), *comparison.exact_match.values()]
@@ -163,35 +174,30 @@ class ShadowRunner:
             stats.dropped += 1
             return False
         task = asyncio.create_task(
-            self._run(model, primary, target, request, primary_outputs),
+            self._run(stats, _ShadowCopy(model, primary, target, request, primary_outputs)),
             name=f"shadow-{model}-v{target.version}",
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
 
-    async def _run(
-        self,
-        model: str,
-        primary: int,
-        target: ShadowTarget,
-        request: InferenceRequest,
-        primary_outputs: dict[str, Array],
-    ) -> None:
-        stats = self._pair(model, primary, target.version)
+    async def _run(self, stats: _PairStats, copy: _ShadowCopy) -> None:
+        target = copy.target
         started = self._clock()
         try:
-            outputs = await target.infer(request, deadline=time.monotonic() + self._timeout_s, timeout_s=None)
+            deadline = time.monotonic() + self._timeout_s
+            outputs = await target.infer(copy.request, deadline=deadline, timeout_s=None)
             seconds = self._clock() - started
-            agreement = stats.record(ShadowComparison.compare(primary_outputs, outputs), seconds)
+            agreement = stats.record(ShadowComparison.compare(copy.primary_outputs, outputs), seconds)
             if self._observer is not None and agreement is not None:
-                self._observer.shadow_compared(model, str(primary), str(target.version), agreement, seconds)
+                primary, shadow = str(copy.primary), str(target.version)
+                self._observer.shadow_compared(copy.model, primary, shadow, agreement, seconds)
         except asyncio.CancelledError:
             stats.failed += 1
             raise
         except Exception as exc:  # a shadow's failure is recorded, never propagated
             stats.failed += 1
-            log.debug("shadow %s v%d (primary v%d) failed: %s", model, target.version, primary, exc)
+            log.debug("shadow %s v%d (primary v%d) failed: %s", copy.model, target.version, copy.primary, exc)
 
     def _pair(self, model: str, primary: int, shadow: int) -> _PairStats:
         return self._pairs.setdefault((model, primary, shadow), _PairStats())

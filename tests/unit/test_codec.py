@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import struct
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from serving.api.codec import build_infer_request, decode_request, encode_response
-from serving.core.request import InferenceResponse
+from serving.core.request import InferenceRequest, InferenceResponse, RequestSchema
 from serving.errors import InvalidInput
+from serving.lifecycle.repository import ModelSpec, parse_config
 from serving.proto import inference_pb2 as pb
 
 
@@ -47,7 +50,7 @@ def test_bytes_framing_both_ways() -> None:
     assert request.raw_input_contents[0] == b"".join(struct.pack("<I", len(x)) + x for x in items)
     decoded = decode_request(request)
     assert list(decoded.inputs["s"]) == list(items)
-    reply = encode_response(InferenceResponse("m", "1", "", {"s": items}), {"s": "BYTES"})
+    reply = encode_response(InferenceResponse("m", "1", "", {"s": items}))
     assert reply.raw_output_contents[0] == request.raw_input_contents[0]
     assert reply.outputs[0].datatype == "BYTES" and list(reply.outputs[0].shape) == [3]
 
@@ -86,7 +89,8 @@ def test_fp16_has_no_typed_field() -> None:
 
 def test_response_is_raw_and_cast_to_config_dtype() -> None:
     logits = np.array([[1.5, -2.0]], dtype=np.float16)
-    reply = encode_response(InferenceResponse("m", "3", "id7", {"logits": logits}), {"logits": "FP32"})
+    outputs = RequestSchema(_spec()).conform_outputs({"logits": logits})  # the data plane's step
+    reply = encode_response(InferenceResponse("m", "3", "id7", outputs))
     assert reply.model_version == "3" and reply.id == "id7"
     assert not reply.outputs[0].HasField("contents")
     assert reply.outputs[0].datatype == "FP32"
@@ -98,3 +102,59 @@ def test_parameters_decode_every_kind() -> None:
         "m", {"a": np.zeros((1, 1), np.float32)}, parameters={"routing_key": "u1", "timeout": 500, "flag": True, "ratio": 0.5}
     )
     assert decode_request(request).parameters == {"routing_key": "u1", "timeout": 500, "flag": True, "ratio": 0.5}
+
+
+CONFIG = """
+name: "m"
+max_batch_size: 4
+input [ { name: "a" data_type: TYPE_FP32 dims: [ 2 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 2 ] } ]
+"""
+
+
+def _spec() -> ModelSpec:
+    return parse_config(CONFIG, Path("/repo/m"))
+
+
+def test_request_carries_routing_key_deadline_and_queue_timeout() -> None:
+    request = build_infer_request("m", {"a": np.zeros((1, 2), np.float32)}, parameters={"timeout": 2500})
+    before = time.monotonic()
+    decoded = decode_request(request, [("x-routing-key", "user-7")], 3.0)
+    assert decoded.routing_key == "user-7"
+    assert decoded.deadline is not None and before + 3.0 <= decoded.deadline <= time.monotonic() + 3.0
+    assert decoded.timeout_s == pytest.approx(2.5e-3)
+    undecided = decode_request(build_infer_request("m", {"a": np.zeros((1, 2), np.float32)}))
+    assert (undecided.routing_key, undecided.deadline, undecided.timeout_s) == ("", None, None)
+
+
+def test_routing_key_parameter_wins_over_metadata() -> None:
+    request = build_infer_request("m", {"a": np.zeros((1, 2), np.float32)}, parameters={"routing_key": "p"})
+    assert decode_request(request, [("x-routing-key", "meta")]).routing_key == "p"
+
+
+@pytest.mark.parametrize("value", [-1, "soon", 1.5, True])
+def test_bad_timeout_parameter_is_refused_by_the_codec(value: object) -> None:
+    request = build_infer_request("m", {"a": np.zeros((1, 2), np.float32)}, parameters={"timeout": value})  # type: ignore[dict-item]
+    with pytest.raises(InvalidInput, match="parameter 'timeout' must be a non-negative integer"):
+        decode_request(request)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outputs", "message"),
+    [
+        ({"b": np.zeros((1, 2), np.float32)}, (), r"unexpected input 'b' for model 'm'; it expects \['a'\]"),
+        ({}, (), r"model 'm' expects input\(s\) \['a'\], not given"),
+        ({"a": np.zeros((1, 2), np.int32)}, (), "datatype INT32 does not match the model's FP32"),
+        ({"a": np.zeros((1, 3), np.float32)}, (), r"shape \[1, 3\] does not match the model's \[-1, 2\]"),
+        ({"a": np.zeros((5, 2), np.float32)}, (), "batch size 5 exceeds max_batch_size 4"),
+        ({"a": np.zeros((0, 2), np.float32)}, (), "batch size must be at least 1, got 0"),
+        ({"a": np.zeros((1, 2), np.float32)}, ("nope",), "unknown output 'nope' requested from model 'm'"),
+    ],
+)
+def test_schema_validates_against_the_config(
+    inputs: dict[str, np.ndarray], outputs: tuple[str, ...], message: str
+) -> None:
+    schema = RequestSchema(_spec())
+    with pytest.raises(InvalidInput, match=message):
+        schema.validate(InferenceRequest("m", "", "", inputs, requested_outputs=outputs))
+    schema.validate(InferenceRequest("m", "", "", {"a": np.zeros((4, 2), np.float32)}))
