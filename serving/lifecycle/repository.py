@@ -300,6 +300,11 @@ def _dynamic_batching(config: mc.ModelConfig, where: Path) -> DynamicBatchingSpe
             f"{where}: dynamic_batching.preferred_batch_size {bad} must be within 1..max_batch_size "
             f"({config.max_batch_size})"
         )
+    if db.preserve_ordering:
+        raise ModelConfigError(
+            f"{where}: dynamic_batching.preserve_ordering is not supported (stream replies are sent as each "
+            "request finishes)"
+        )
     policy = db.default_queue_policy
     if policy.timeout_action == mc.ModelQueuePolicy.DELAY:
         raise ModelConfigError(

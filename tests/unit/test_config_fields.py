@@ -204,3 +204,26 @@ def test_bad_reshape_or_labels_name_the_field(tmp_path: Path, replace: tuple[str
     folder = model_folder(tmp_path, "densenet_onnx", {"densenet_labels.txt": b"a\n"})
     with pytest.raises(ModelConfigError, match=rf"densenet_onnx/config\.pbtxt: {message}"):
         parse_config(DENSENET_LIKE_CONFIG.replace(*replace), folder)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            "dynamic_batching { preserve_ordering: true }",
+            r"dynamic_batching\.preserve_ordering is not supported",
+        ),
+        ("sequence_batching { }", r'has no field named "sequence_batching"'),
+        ("optimization { }", r'has no field named "optimization"'),
+    ],
+)
+def test_unsupported_fields_are_refused_by_name(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ModelConfigError, match=rf"m/config\.pbtxt: .*{message}"):
+        parse_config(NUMBERS + extra, model_folder(tmp_path))
+
+
+def test_instance_group_name_is_accepted(tmp_path: Path) -> None:
+    spec = parse_config(
+        NUMBERS + 'instance_group [ { name: "cpu_pair" count: 2 kind: KIND_CPU } ]', model_folder(tmp_path)
+    )
+    assert spec.instance_groups[0].count == 2
