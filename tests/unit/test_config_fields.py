@@ -227,3 +227,14 @@ def test_instance_group_name_is_accepted(tmp_path: Path) -> None:
         NUMBERS + 'instance_group [ { name: "cpu_pair" count: 2 kind: KIND_CPU } ]', model_folder(tmp_path)
     )
     assert spec.instance_groups[0].count == 2
+
+
+@pytest.mark.parametrize("type_name", ["BOOL", "UINT8", "INT8", "UINT64", "FP16", "FP64"])
+def test_random_warmup_data_fits_every_type(tmp_path: Path, type_name: str) -> None:
+    text = NUMBERS.replace("TYPE_INT32", f"TYPE_{type_name}") + (
+        f'model_warmup [ {{ name: "r" batch_size: 4 '
+        f'inputs {{ key: "x" value: {{ data_type: TYPE_{type_name} dims: [2, 50] random_data: true }} }} }} ]'
+    )
+    values = parse_config(text, model_folder(tmp_path)).warmup[0].arrays()["x"]
+    assert values.shape == (4, 2, 50) and values.dtype == np.dtype(type_name.lower().replace("fp", "float"))
+    assert len(np.unique(values)) > 1 and np.isfinite(values.astype(np.float64)).all()
