@@ -2,9 +2,10 @@
 
 Life of a version: LOADING (backends load on a worker thread) → WARMING (the warm-up samples of
 serving/lifecycle/warmup.py run on every instance and their outputs are checked against the config)
-→ READY (takes traffic) → DRAINING (no new requests; queued and running ones finish) → UNLOADED. A failure while loading or
-warming ends in FAILED with the reason; such a version never takes traffic. The registry lists a
-version from the moment it is built (LOADING), but routes requests only to READY ones.
+→ READY (takes traffic) → DRAINING (no new requests; queued and running ones finish) → UNLOADED.
+A failure while loading or warming ends in FAILED with the reason; such a version never takes
+traffic. The registry lists a version from the moment it is built (LOADING), but routes requests
+only to READY ones.
 
 A version reports its events to its `VersionObserver` (serving/telemetry/observer.py), which reads the
 version through the `ObservedVersion` protocol: telemetry does not import this module.
