@@ -29,6 +29,7 @@ from serving.api.instrumentation import Monitoring
 from serving.backends.base import Backend, Placement, TensorDecl
 from serving.backends.devices import DeviceInventory, detect_inventory, plan_placements
 from serving.backends.loader import create_backend, gpu_capable
+from serving.backends.reshape import with_reshape
 from serving.config import ServerSettings
 from serving.core.dataplane import DataPlane
 from serving.core.service import InferenceService
@@ -129,15 +130,21 @@ class ServingServer:
         return placements
 
     def _load_backend(self, source: VersionSource, spec: ModelSpec, placement: Placement) -> Backend:
-        return create_backend(
+        backend = create_backend(
             source.platform,
             source.model_file,
             placement,
             spec.parameters,
             self.inventory,
-            [TensorDecl(t.name, t.dtype, t.dims) for t in spec.inputs],
-            [TensorDecl(t.name, t.dtype, t.dims) for t in spec.outputs],
+            [TensorDecl(t.name, t.dtype, t.model_dims) for t in spec.inputs],
+            [TensorDecl(t.name, t.dtype, t.model_dims) for t in spec.outputs],
             spec.max_batch_size,
+        )
+        return with_reshape(
+            backend,
+            {t.name: t.reshape for t in spec.inputs if t.reshape is not None},  # client dims → model's
+            {t.name: t.dims for t in spec.outputs if t.reshape is not None},  # model's → client dims
+            spec.max_batch_size > 0,
         )
 
     async def start(self) -> BoundPorts:

@@ -8,7 +8,7 @@ guessing. One model's bad config never affects another model.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from google.protobuf import text_format
 from serving.backends.base import Backend, Placement
 from serving.backends.platforms import BACKEND_ALIASES, MODEL_FILENAMES, SUFFIX_PLATFORMS
 from serving.errors import ModelConfigError
+from serving.lifecycle.warmup import WarmupSample, parse_warmup
 from serving.proto import model_config_pb2 as mc
 from serving.types import CONFIG_TO_V2, V2_TO_NUMPY
 
@@ -32,6 +33,14 @@ class TensorSpec:
     datatype: str  # KServe v2 name, e.g. "FP32"
     dims: tuple[int, ...]
     optional: bool = False
+    reshape: tuple[int, ...] | None = None  # the shape the model itself takes/produces (`reshape`)
+    labels: tuple[str, ...] = ()  # an output's `label_filename`, one label per line
+    format: str = "FORMAT_NONE"  # an input's `format`: image layout metadata for clients, unused here
+
+    @property
+    def model_dims(self) -> tuple[int, ...]:
+        """The dims the model itself sees: `reshape` when given, else `dims` (batch dimension excluded)."""
+        return self.dims if self.reshape is None else self.reshape
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -73,6 +82,7 @@ class ModelSpec:
     dynamic_batching: DynamicBatchingSpec | None
     instance_groups: tuple[InstanceGroupSpec, ...]
     parameters: dict[str, str]
+    warmup: tuple[WarmupSample, ...] = ()  # `model_warmup`; empty = the built-in sample
 
     def input(self, name: str) -> TensorSpec | None:
         return next((t for t in self.inputs if t.name == name), None)
@@ -170,17 +180,19 @@ def parse_config(text: str, folder: Path) -> ModelSpec:
     if config.max_batch_size < 0:
         raise ModelConfigError(f"{where}: max_batch_size must be >= 0, got {config.max_batch_size}")
     _check_tensors(config, where)
+    inputs = tuple(_tensor(t, f"input[{i}]", where) for i, t in enumerate(config.input))
     return ModelSpec(
         name=config.name,
         path=folder,
         config=config,
         platform=_platform(config, where),
         max_batch_size=config.max_batch_size,
-        inputs=tuple(_tensor(t, f"input[{i}]", where) for i, t in enumerate(config.input)),
-        outputs=tuple(_tensor(t, f"output[{i}]", where) for i, t in enumerate(config.output)),
+        inputs=inputs,
+        outputs=tuple(_output(t, f"output[{i}]", folder, where) for i, t in enumerate(config.output)),
         dynamic_batching=_dynamic_batching(config, where),
         instance_groups=_instance_groups(config, where),
         parameters={k: v.string_value for k, v in config.parameters.items()},
+        warmup=parse_warmup(config, inputs, folder, where),
     )
 
 
@@ -222,10 +234,57 @@ def _tensor(t: mc.ModelInput | mc.ModelOutput, field: str, where: Path) -> Tenso
     dims = tuple(int(d) for d in t.dims)
     if any(d == 0 or d < -1 for d in dims):
         raise ModelConfigError(f"{where}: {field} '{t.name}': dims must be positive or -1, got {list(dims)}")
-    if t.HasField("reshape"):
-        raise ModelConfigError(f"{where}: {field} '{t.name}': reshape is not supported")
-    optional = bool(getattr(t, "optional", False))
-    return TensorSpec(t.name, datatype, dims, optional)
+    reshape = _reshape(t, dims, f"{field} '{t.name}'", where) if t.HasField("reshape") else None
+    if isinstance(t, mc.ModelInput):
+        layout = mc.ModelInput.Format.Name(t.format)
+        return TensorSpec(t.name, datatype, dims, t.optional, reshape, format=layout)
+    return TensorSpec(t.name, datatype, dims, reshape=reshape)
+
+
+def _output(t: mc.ModelOutput, field: str, folder: Path, where: Path) -> TensorSpec:
+    tensor = _tensor(t, field, where)
+    if not t.label_filename:
+        return tensor
+    labels = _read_labels(folder, t.label_filename, f"{field} '{t.name}': label_filename", where)
+    return replace(tensor, labels=labels)
+
+
+def _reshape(
+    t: mc.ModelInput | mc.ModelOutput, dims: tuple[int, ...], field: str, where: Path
+) -> tuple[int, ...]:
+    """Triton's `reshape`: the model's own shape for the tensor; element counts must agree."""
+    shape = tuple(int(d) for d in t.reshape.shape)
+    if any(d == 0 or d < -1 for d in shape) or shape.count(-1) > 1:
+        raise ModelConfigError(
+            f"{where}: {field}: reshape.shape must be positive, with at most one -1, got {list(shape)}"
+        )
+    if -1 in dims or -1 in shape:
+        if (-1 in dims) != (-1 in shape):
+            raise ModelConfigError(
+                f"{where}: {field}: reshape.shape {list(shape)} and dims {list(dims)} must both be "
+                "variable (-1) or both fixed"
+            )
+        return shape
+    if int(np.prod(shape)) != int(np.prod(dims)):
+        raise ModelConfigError(
+            f"{where}: {field}: reshape.shape {list(shape)} has {int(np.prod(shape))} elements, "
+            f"dims {list(dims)} have {int(np.prod(dims))}"
+        )
+    return shape
+
+
+def _read_labels(folder: Path, name: str, field: str, where: Path) -> tuple[str, ...]:
+    """An output's label file, from the model's folder: one label per line."""
+    base = folder.resolve()
+    path = (base / name).resolve()
+    if not path.is_relative_to(base):
+        raise ModelConfigError(f"{where}: {field} '{name}' must be inside the model folder {base}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        raise ModelConfigError(f"{where}: {field} '{name}': cannot read {path}: {reason}") from None
+    return tuple(text.splitlines())
 
 
 def _dynamic_batching(config: mc.ModelConfig, where: Path) -> DynamicBatchingSpec | None:
@@ -240,6 +299,11 @@ def _dynamic_batching(config: mc.ModelConfig, where: Path) -> DynamicBatchingSpe
         raise ModelConfigError(
             f"{where}: dynamic_batching.preferred_batch_size {bad} must be within 1..max_batch_size "
             f"({config.max_batch_size})"
+        )
+    if db.preserve_ordering:
+        raise ModelConfigError(
+            f"{where}: dynamic_batching.preserve_ordering is not supported (stream replies are sent as each "
+            "request finishes)"
         )
     policy = db.default_queue_policy
     if policy.timeout_action == mc.ModelQueuePolicy.DELAY:

@@ -1,10 +1,11 @@
 """One loaded version of a model: its instances, its batcher, its state and its statistics.
 
-Life of a version: LOADING (backends load on a worker thread) → WARMING (a warm-up batch runs on
-every instance and its outputs are checked against the config) → READY (takes traffic) →
-DRAINING (no new requests; queued and running ones finish) → UNLOADED. A failure while loading or
-warming ends in FAILED with the reason; such a version never takes traffic. The registry lists a
-version from the moment it is built (LOADING), but routes requests only to READY ones.
+Life of a version: LOADING (backends load on a worker thread) → WARMING (the warm-up samples of
+serving/lifecycle/warmup.py run on every instance and their outputs are checked against the config)
+→ READY (takes traffic) → DRAINING (no new requests; queued and running ones finish) → UNLOADED.
+A failure while loading or warming ends in FAILED with the reason; such a version never takes
+traffic. The registry lists a version from the moment it is built (LOADING), but routes requests
+only to READY ones.
 
 A version reports its events to its `VersionObserver` (serving/telemetry/observer.py), which reads the
 version through the `ObservedVersion` protocol: telemetry does not import this module.
@@ -17,16 +18,14 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from serving.backends.base import Backend, Placement
 from serving.batching.batcher import BatchingPolicy, DynamicBatcher
 from serving.core.request import InferenceRequest
 from serving.errors import ModelConfigError, ServingError, Unavailable
-from serving.lifecycle.repository import BackendLoader, ModelSpec, TensorSpec, VersionSource
+from serving.lifecycle.repository import BackendLoader, ModelSpec, VersionSource
 from serving.lifecycle.state import VersionState
+from serving.lifecycle.warmup import default_sample
 from serving.telemetry.observer import Telemetry
 from serving.telemetry.statistics import VersionStats
 from serving.types import Array
@@ -153,14 +152,22 @@ class ModelVersion:
         self.observer.failed()
 
     def _warm_up(self, backend: Backend) -> None:
-        inputs = {t.name: _zeros(t, self.spec.max_batch_size > 0) for t in self.spec.inputs}
-        result = backend.infer(inputs)
-        missing = [t.name for t in self.spec.outputs if t.name not in result.outputs]
-        if missing:
-            raise ModelConfigError(
-                f"{self.source.model_file}: warm-up produced outputs {sorted(result.outputs)}, "
-                f"but config.pbtxt declares {missing}"
-            )
+        """Run every warm-up sample `count` times; a failure names the sample and its inputs."""
+        samples = self.spec.warmup or (default_sample(self.spec.inputs, self.spec.max_batch_size),)
+        for sample in samples:
+            inputs = sample.arrays()
+            for _ in range(sample.count):
+                try:
+                    result = backend.infer(inputs)
+                except Exception as exc:
+                    raise ModelConfigError(f"{self.source.model_file}: {sample.describe()}: {exc}") from exc
+                missing = [t.name for t in self.spec.outputs if t.name not in result.outputs]
+                if missing:
+                    raise ModelConfigError(
+                        f"{self.source.model_file}: {sample.describe()} produced outputs "
+                        f"{sorted(result.outputs)}, but config.pbtxt declares {missing}"
+                    )
+            log.info("%s: %s ran %d time(s)", self.describe(), sample.describe(), sample.count)
 
     async def infer(
         self, request: InferenceRequest, deadline: float | None, timeout_s: float | None
@@ -199,12 +206,3 @@ class ModelVersion:
             except Exception:  # closing must not stop the others from closing
                 log.exception("%s: closing an instance failed", self.describe())
         self._backends.clear()
-
-
-def _zeros(tensor: TensorSpec, batching: bool) -> Array:
-    shape = ((1,) if batching else ()) + tuple(1 if d == -1 else d for d in tensor.dims)
-    if tensor.datatype == "BYTES":
-        array: Any = np.empty(shape, dtype=object)
-        array.fill(b"")
-        return np.asarray(array)
-    return np.zeros(shape, dtype=tensor.dtype)
