@@ -19,7 +19,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,8 +27,20 @@ from serving.errors import ModelConfigError
 from serving.proto import model_config_pb2 as mc
 from serving.types import CONFIG_TO_V2, V2_TO_NUMPY, Array
 
-if TYPE_CHECKING:
-    from serving.lifecycle.repository import TensorSpec
+
+class DeclaredInput(Protocol):
+    """What warm-up needs of a declared input (serving.lifecycle.repository.TensorSpec is one); a
+    Protocol, so that the repository reader can import this module without a loop."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def datatype(self) -> str: ...
+    @property
+    def dims(self) -> tuple[int, ...]: ...
+    @property
+    def optional(self) -> bool: ...
+
 
 WARMUP_FOLDER = "warmup"
 DEFAULT_SAMPLE = "zeros"
@@ -67,7 +79,7 @@ class WarmupSample:
         return f"warm-up sample '{self.name}' ({', '.join(i.describe() for i in self.inputs)})"
 
 
-def default_sample(inputs: tuple[TensorSpec, ...], max_batch_size: int) -> WarmupSample:
+def default_sample(inputs: tuple[DeclaredInput, ...], max_batch_size: int) -> WarmupSample:
     """One row of zeros ("0" for BYTES), -1 dims taken as 1."""
     batch = (1,) if max_batch_size > 0 else ()
     return WarmupSample(
@@ -81,7 +93,7 @@ def default_sample(inputs: tuple[TensorSpec, ...], max_batch_size: int) -> Warmu
 
 
 def parse_warmup(
-    config: mc.ModelConfig, inputs: tuple[TensorSpec, ...], folder: Path, where: Path
+    config: mc.ModelConfig, inputs: tuple[DeclaredInput, ...], folder: Path, where: Path
 ) -> tuple[WarmupSample, ...]:
     """Validate `model_warmup`; an empty tuple when there is none."""
     samples = []
@@ -123,7 +135,7 @@ def _batch_dims(batch_size: int, max_batch_size: int, field: str, where: Path) -
 
 def _input(
     given: mc.ModelWarmup.Input,
-    tensor: TensorSpec,
+    tensor: DeclaredInput,
     batch: tuple[int, ...],
     folder: Path,
     field: str,
