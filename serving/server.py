@@ -38,6 +38,7 @@ from serving.lifecycle.poller import RepositoryPoller, scan_repository
 from serving.lifecycle.registry import ModelRegistry
 from serving.lifecycle.repository import ModelRepository, ModelSpec, VersionSource
 from serving.proto import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
+from serving.shared_memory.regions import SharedMemoryRegions
 from serving.traffic.router import TrafficControl
 from serving.traffic.shadow import ShadowRunner
 from serving.traffic.store import PolicyStore
@@ -86,7 +87,13 @@ class ServingServer:
         )
         self._grpc = self._grpc_server()
         dataplane = DataPlane(self.registry, self.traffic, self.shadows)
-        self.service = InferenceService(self.registry, dataplane, self.ready, self.control)
+        self.service = InferenceService(
+            self.registry,
+            dataplane,
+            self.ready,
+            self.control,
+            SharedMemoryRegions(gpu_count=self.inventory.gpu_count),
+        )
         servicer = InferenceServicer(self.service, requests=self.monitoring.requests)
         self._http = (
             HttpFrontEnd(

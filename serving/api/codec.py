@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from serving.core.classification import CLASSIFICATION_PARAMETER, class_count
 from serving.core.request import InferenceRequest, InferenceResponse, ParamValue
 from serving.errors import InvalidInput
 from serving.proto import inference_pb2 as pb
+from serving.shared_memory.regions import SharedMemoryRegions
+from serving.shared_memory.tensors import SharedTensor, shared_tensor
 from serving.types import V2_TO_NUMPY, Array, numpy_to_v2
 
 ROUTING_KEY_PARAMETER = "routing_key"  # sticky routing (see docs/traffic-policy.md)
@@ -54,21 +57,35 @@ def decode_parameters(params: Mapping[str, pb.InferParameter]) -> dict[str, Para
 
 
 def decode_request(
-    request: pb.ModelInferRequest, metadata: Metadata = (), time_remaining: float | None = None
+    request: pb.ModelInferRequest,
+    metadata: Metadata = (),
+    time_remaining: float | None = None,
+    regions: SharedMemoryRegions | None = None,
 ) -> InferenceRequest:
     """Raise InvalidInput, naming the input, when a tensor's bytes do not match its shape and datatype.
     `metadata`: the call's gRPC metadata (`x-routing-key` applies unless the request has a `routing_key`
-    parameter); `time_remaining`: seconds left before the call's deadline (None: no deadline)."""
+    parameter); `time_remaining`: seconds left before the call's deadline (None: no deadline);
+    `regions`: the registered shared-memory regions that inputs may name (Triton's extension)."""
+    shared = {
+        tensor.name: place
+        for tensor in request.inputs
+        if (place := shared_tensor(regions, decode_parameters(tensor.parameters), f"input '{tensor.name}'"))
+    }
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
+    expected_raw = len(request.inputs) - len(shared)
+    if raw and len(raw) != expected_raw:
         raise InvalidInput(
-            f"raw_input_contents has {len(raw)} entries but the request names {len(request.inputs)} inputs"
+            f"raw_input_contents has {len(raw)} entries but the request names {expected_raw} inputs "
+            "outside shared memory"
         )
     inputs: dict[str, Array] = {}
-    for i, tensor in enumerate(request.inputs):
+    next_raw = iter(raw)
+    for tensor in request.inputs:
         if tensor.name in inputs:
             raise InvalidInput(f"input '{tensor.name}' is given twice")
-        inputs[tensor.name] = _decode_tensor(tensor, raw[i] if raw else None)
+        place = shared.get(tensor.name)
+        data = place.read() if place is not None else (next(next_raw) if raw else None)
+        inputs[tensor.name] = _decode_tensor(tensor, data)
     parameters = decode_parameters(request.parameters)
     return InferenceRequest(
         model_name=request.model_name,
@@ -80,7 +97,27 @@ def decode_request(
         routing_key=routing_key(parameters, metadata_value(metadata, ROUTING_KEY_METADATA)),
         deadline=deadline_after(time_remaining),
         timeout_s=queue_timeout_s(parameters),
+        output_classes=output_classes(
+            (o.name, decode_parameters(o.parameters).get(CLASSIFICATION_PARAMETER)) for o in request.outputs
+        ),
     )
+
+
+def output_classes(requested: Iterable[tuple[str, ParamValue | None]]) -> dict[str, int]:
+    """name → class_count of the requested outputs that ask for classification."""
+    return {name: class_count(value, name) for name, value in requested if value is not None}
+
+
+def shared_outputs(
+    request: pb.ModelInferRequest, regions: SharedMemoryRegions | None
+) -> dict[str, SharedTensor]:
+    """The requested outputs to be written to shared memory, by name; InvalidInput (before anything
+    runs) when a region is not registered or the parameters are malformed."""
+    return {
+        output.name: place
+        for output in request.outputs
+        if (place := shared_tensor(regions, decode_parameters(output.parameters), f"output '{output.name}'"))
+    }
 
 
 def metadata_value(metadata: Metadata, key: str) -> str:
@@ -116,7 +153,7 @@ def deadline_after(time_remaining: float | None) -> float | None:
     return None if time_remaining is None else time.monotonic() + time_remaining
 
 
-def _decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> Array:
+def _decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | memoryview | None) -> Array:
     where = f"input '{tensor.name}'"
     dtype = V2_TO_NUMPY.get(tensor.datatype)
     if dtype is None:
@@ -153,7 +190,7 @@ def _decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | N
     return np.asarray(values, dtype=dtype).reshape(shape)
 
 
-def split_bytes(raw: bytes, where: str) -> list[bytes]:
+def split_bytes(raw: bytes | memoryview, where: str) -> list[bytes]:
     items: list[bytes] = []
     offset, end = 0, len(raw)
     while offset < end:
@@ -177,16 +214,26 @@ def join_bytes(array: Array) -> bytes:
     return b"".join(parts)
 
 
-def encode_response(response: InferenceResponse) -> pb.ModelInferResponse:
-    """Outputs come in the config's datatypes already (the data plane conformed them)."""
+def encode_response(
+    response: InferenceResponse, shared: Mapping[str, SharedTensor] | None = None
+) -> pb.ModelInferResponse:
+    """Outputs come in the config's datatypes already (the data plane conformed them). Those in `shared`
+    are written to their shared-memory region and carry an empty raw entry in the reply, as Triton's:
+    its C++ client (perf_analyzer) indexes raw_output_contents by output position without a check."""
     reply = pb.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=response.id
     )
+    shared = shared or {}
     for name, array in response.outputs.items():
         datatype = numpy_to_v2(array.dtype)
         tensor = reply.outputs.add(name=name, datatype=datatype)
         tensor.shape.extend(int(d) for d in array.shape)
-        reply.raw_output_contents.append(raw_bytes(array, datatype))
+        place = shared.get(name)
+        if place is None:
+            reply.raw_output_contents.append(raw_bytes(array, datatype))
+            continue
+        place.write(raw_bytes(array, datatype))
+        reply.raw_output_contents.append(b"")
     return reply
 
 

@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 import grpc
 
 from serving.api import model_codec
-from serving.api.codec import decode_request, encode_response
+from serving.api.codec import decode_request, encode_response, shared_outputs
 from serving.api.request_log import RequestRecorder
 from serving.api.status import grpc_errors, message_of, status_of
 from serving.core.service import InferenceService
+from serving.errors import NotFound
 from serving.proto import inference_pb2 as pb
 from serving.proto import inference_pb2_grpc
 
@@ -76,8 +77,12 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     async def _infer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        decoded = decode_request(request, context.invocation_metadata() or (), context.time_remaining())
-        return encode_response(await self._service.infer(decoded))
+        regions = self._service.shared_memory
+        decoded = decode_request(
+            request, context.invocation_metadata() or (), context.time_remaining(), regions
+        )
+        shared = shared_outputs(request, regions)  # checked before the model runs
+        return encode_response(await self._service.infer(decoded), shared)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
@@ -148,3 +153,55 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelUnloadResponse:
         await self._service.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+    # ---- shared memory (Triton's extension) ---------------------------------------------------
+
+    @grpc_errors
+    async def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        self._service.shared_memory.register_system(
+            request.name, request.key, request.offset, request.byte_size
+        )
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @grpc_errors
+    async def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        self._service.shared_memory.unregister_system(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    @grpc_errors
+    async def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        reply = pb.SystemSharedMemoryStatusResponse()
+        for region in self._service.shared_memory.system_status(request.name):
+            reply.regions[region.name].CopyFrom(
+                pb.SystemSharedMemoryStatusResponse.RegionStatus(
+                    name=region.name, key=region.key, offset=region.offset, byte_size=region.byte_size
+                )
+            )
+        return reply
+
+    @grpc_errors
+    async def CudaSharedMemoryRegister(
+        self, request: pb.CudaSharedMemoryRegisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CudaSharedMemoryRegisterResponse:
+        self._service.shared_memory.register_cuda(request.name, request.device_id, request.byte_size)
+        return pb.CudaSharedMemoryRegisterResponse()
+
+    @grpc_errors
+    async def CudaSharedMemoryUnregister(
+        self, request: pb.CudaSharedMemoryUnregisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        return pb.CudaSharedMemoryUnregisterResponse()  # nothing can be registered: nothing to remove
+
+    @grpc_errors
+    async def CudaSharedMemoryStatus(
+        self, request: pb.CudaSharedMemoryStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CudaSharedMemoryStatusResponse:
+        if request.name:
+            raise NotFound(f"Unable to find cuda shared memory region: '{request.name[:200]}'")
+        return pb.CudaSharedMemoryStatusResponse()

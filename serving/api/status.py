@@ -36,6 +36,8 @@ CODES: dict[type[errors.ServingError], grpc.StatusCode] = {
 
 HTTP_STATUS: dict[type[errors.ServingError], int] = {
     errors.NotFound: 404,
+    errors.AlreadyExists: 409,
+    errors.FailedPrecondition: 400,
     errors.InvalidInput: 400,
     errors.QueueFull: 503,
     errors.Unavailable: 503,

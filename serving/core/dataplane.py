@@ -51,7 +51,7 @@ class DataPlane:
             model_name=version.name,
             model_version=str(version.version),
             id=request.id,
-            outputs=self._schema(version).conform_outputs(outputs),
+            outputs=self._schema(version).conform_outputs(outputs, request.output_classes),
         )
 
     def _schema(self, version: ModelVersion) -> RequestSchema:

@@ -8,11 +8,13 @@ conforms the outputs to the config's datatypes, so the encoders need nothing but
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from serving.core.classification import classify
 from serving.errors import InvalidInput
 from serving.lifecycle.repository import ModelSpec, TensorSpec
 from serving.types import V2_TO_NUMPY, Array, decode_utf8, numpy_to_v2
@@ -31,6 +33,7 @@ class InferenceRequest:
     routing_key: str = ""  # sticky routing: the `routing_key` parameter or `x-routing-key` metadata
     deadline: float | None = None  # absolute, on time.monotonic(): the caller's deadline, if any
     timeout_s: float | None = None  # queue-timeout override (Triton's `timeout` parameter), if any
+    output_classes: dict[str, int] = field(default_factory=dict)  # output → class_count (classification)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class RequestSchema:
         self._required = [t.name for t in spec.inputs if not t.optional]
         self._outputs = [t.name for t in spec.outputs]
         self._output_set = frozenset(self._outputs)
+        self._labels = {t.name: t.labels for t in spec.outputs}
         # BYTES outputs are framed as they are; others are cast to the config's dtype when they differ.
         self._output_dtypes: dict[str, np.dtype[Any]] = {
             t.name: V2_TO_NUMPY[t.datatype] for t in spec.outputs if t.datatype != "BYTES"
@@ -80,7 +84,7 @@ class RequestSchema:
                 batch_sizes.add(int(array.shape[0]))
         if len(batch_sizes) > 1:
             raise InvalidInput(f"inputs of {model} disagree on the batch size: {sorted(batch_sizes)}")
-        for name in request.requested_outputs:
+        for name in (*request.requested_outputs, *request.output_classes):
             if name not in self._output_set:
                 raise InvalidInput(f"unknown output '{name}' requested from {model}; it has {self._outputs}")
 
@@ -105,10 +109,15 @@ class RequestSchema:
             if rows > self.max_batch_size:
                 raise InvalidInput(f"{where}: batch size {rows} exceeds max_batch_size {self.max_batch_size}")
 
-    def conform_outputs(self, outputs: dict[str, Array]) -> dict[str, Array]:
-        """The outputs in the config's datatypes (a backend may answer, say, FP16 for an FP32 output)."""
+    def conform_outputs(self, outputs: dict[str, Array], classes: Mapping[str, int]) -> dict[str, Array]:
+        """The outputs in the config's datatypes (a backend may answer, say, FP16 for an FP32 output);
+        those in `classes` (Triton's classification extension) as their top classes instead."""
         conformed = dict(outputs)
         for name, array in outputs.items():
+            if name in classes:
+                batching = self.max_batch_size > 0
+                conformed[name] = classify(array, classes[name], self._labels[name], batching, name)
+                continue
             dtype = self._output_dtypes.get(name)
             if dtype is not None and array.dtype != dtype:
                 conformed[name] = array.astype(dtype)

@@ -15,8 +15,17 @@ from serving.core.request import InferenceRequest, InferenceResponse
 from serving.lifecycle.control import ModelControl
 from serving.lifecycle.registry import IndexEntry, ModelRegistry
 from serving.lifecycle.version import ModelVersion
+from serving.shared_memory.regions import SharedMemoryRegions
 
-EXTENSIONS = ("model_repository", "model_configuration", "statistics", "binary_tensor_data", "parameters")
+EXTENSIONS = (
+    "classification",
+    "model_repository",
+    "model_configuration",
+    "system_shared_memory",
+    "statistics",
+    "binary_tensor_data",
+    "parameters",
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,10 @@ class InferenceService:
         dataplane: DataPlane,
         ready: asyncio.Event,
         control: ModelControl | None = None,
+        shared_memory: SharedMemoryRegions | None = None,
     ) -> None:
+        # Clients' registered shared-memory regions, shared by every transport (Triton's extension).
+        self.shared_memory = shared_memory or SharedMemoryRegions()
         self._registry = registry
         self._dataplane = dataplane
         self._control = control or ModelControl(registry)

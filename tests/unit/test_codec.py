@@ -89,7 +89,7 @@ def test_fp16_has_no_typed_field() -> None:
 
 def test_response_is_raw_and_cast_to_config_dtype() -> None:
     logits = np.array([[1.5, -2.0]], dtype=np.float16)
-    outputs = RequestSchema(_spec()).conform_outputs({"logits": logits})  # the data plane's step
+    outputs = RequestSchema(_spec()).conform_outputs({"logits": logits}, {})  # the data plane's step
     reply = encode_response(InferenceResponse("m", "3", "id7", outputs))
     assert reply.model_version == "3" and reply.id == "id7"
     assert not reply.outputs[0].HasField("contents")

@@ -13,6 +13,7 @@ from serving.api.http.json_codec import OutputEncoding, decode_infer, encode_inf
 from serving.core.request import InferenceResponse
 from serving.errors import InvalidInput
 from serving.proto import inference_pb2 as pb
+from serving.shared_memory.regions import SharedMemoryRegions
 from serving.types import V2_TO_NUMPY
 
 
@@ -104,11 +105,22 @@ def test_bad_binary_layout() -> None:
     with pytest.raises(InvalidInput, match="4 bytes of binary data, expected 8"):
         bad = _body({"name": "a", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 4}})
         decode_infer(bad + b"\0" * 4, str(len(bad)), "m", "")
-    with pytest.raises(InvalidInput, match="classification"):
+    with pytest.raises(InvalidInput, match="output 'y': parameter 'classification' must be a positive"):
         tensor = {"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}
         decode_infer(
-            _body(tensor, outputs=[{"name": "y", "parameters": {"classification": 2}}]), None, "m", ""
+            _body(tensor, outputs=[{"name": "y", "parameters": {"classification": 0}}]), None, "m", ""
         )
+
+
+def test_classification_and_shared_memory_parameters_are_decoded() -> None:
+    tensor = {"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}
+    request, _ = decode_infer(
+        _body(tensor, outputs=[{"name": "y", "parameters": {"classification": 3}}]), None, "m", ""
+    )
+    assert request.output_classes == {"y": 3} and request.requested_outputs == ("y",)
+    with pytest.raises(InvalidInput, match="shared memory region 'r' is not registered"):
+        shm = {"shared_memory_region": "r", "shared_memory_byte_size": 4}
+        decode_infer(_body(tensor, outputs=[{"name": "y", "parameters": shm}]), None, "m", "", "", SharedMemoryRegions())
 
 
 def test_message_json_writes_64_bit_integers_as_numbers() -> None:

@@ -22,16 +22,18 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from serving.api.codec import queue_timeout_s, raw_bytes, routing_key, split_bytes
+from serving.api.codec import output_classes, queue_timeout_s, raw_bytes, routing_key, split_bytes
+from serving.core.classification import CLASSIFICATION_PARAMETER
 from serving.core.request import InferenceRequest, InferenceResponse, ParamValue
 from serving.errors import InvalidInput, ModelExecutionError
+from serving.shared_memory.regions import SharedMemoryRegions
+from serving.shared_memory.tensors import SharedTensor, shared_tensor
 from serving.types import V2_TO_NUMPY, Array, numpy_to_v2
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_DATA_SIZE = "binary_data_size"
 BINARY_DATA = "binary_data"
 BINARY_DATA_OUTPUT = "binary_data_output"
-UNSUPPORTED_OUTPUT_PARAMETERS = ("classification", "shared_memory_region")
 _INT64 = {
     FieldDescriptor.TYPE_INT64,
     FieldDescriptor.TYPE_UINT64,
@@ -47,20 +49,27 @@ class OutputEncoding:
 
     binary_default: bool = False  # the request's binary_data_output
     binary: dict[str, bool] = field(default_factory=dict)  # an output's own binary_data
+    shared: dict[str, SharedTensor] = field(default_factory=dict)  # outputs written to shared memory
 
     def is_binary(self, name: str) -> bool:
         return self.binary.get(name, self.binary_default)
 
 
 def decode_infer(
-    body: bytes, header_length: str | None, model: str, version: str, routing_header: str = ""
+    body: bytes,
+    header_length: str | None,
+    model: str,
+    version: str,
+    routing_header: str = "",
+    regions: SharedMemoryRegions | None = None,
 ) -> tuple[InferenceRequest, OutputEncoding]:
-    """InvalidInput, naming the input, when the body does not describe the tensors it carries."""
+    """InvalidInput, naming the input, when the body does not describe the tensors it carries.
+    `regions`: the registered shared-memory regions that inputs and outputs may name."""
     json_end = _header_length(header_length, len(body))
     document = _json_object(body[:json_end])
     parameters = _parameters(document.get("parameters"), "request")
-    inputs = _decode_inputs(document.get("inputs"), memoryview(body)[json_end:])
-    requested, encoding = _outputs(document.get("outputs"), parameters)
+    inputs = _decode_inputs(document.get("inputs"), memoryview(body)[json_end:], regions)
+    requested, classes, encoding = _outputs(document.get("outputs"), parameters, regions)
     request_id = document.get("id", "")
     if not isinstance(request_id, str):
         raise InvalidInput(f"'id' must be a string, got {request_id!r}")
@@ -73,6 +82,7 @@ def decode_infer(
         parameters=parameters,
         routing_key=routing_key(parameters, routing_header),
         timeout_s=queue_timeout_s(parameters),
+        output_classes=classes,
     )
     return request, encoding
 
@@ -110,7 +120,7 @@ def _parameters(value: Any, where: str) -> dict[str, ParamValue]:
     return value
 
 
-def _decode_inputs(value: Any, binary: memoryview) -> dict[str, Array]:
+def _decode_inputs(value: Any, binary: memoryview, regions: SharedMemoryRegions | None) -> dict[str, Array]:
     if not isinstance(value, list):
         raise InvalidInput("the request needs an 'inputs' list")
     inputs: dict[str, Array] = {}
@@ -121,7 +131,12 @@ def _decode_inputs(value: Any, binary: memoryview) -> dict[str, Array]:
         name = tensor["name"]
         if name in inputs:
             raise InvalidInput(f"input '{name}' is given twice")
-        size = _parameters(tensor.get("parameters"), f"input '{name}'").get(BINARY_DATA_SIZE)
+        params = _parameters(tensor.get("parameters"), f"input '{name}'")
+        place = shared_tensor(regions, params, f"input '{name}'")
+        if place is not None:
+            inputs[name] = _decode_binary_tensor(tensor, place.read())
+            continue
+        size = params.get(BINARY_DATA_SIZE)
         if size is None:
             inputs[name] = _decode_json_tensor(tensor)
             continue
@@ -227,31 +242,36 @@ def _object_array(items: list[bytes], shape: tuple[int, ...]) -> Array:
     return array.reshape(shape)
 
 
-def _outputs(value: Any, parameters: Mapping[str, ParamValue]) -> tuple[tuple[str, ...], OutputEncoding]:
+def _outputs(
+    value: Any, parameters: Mapping[str, ParamValue], regions: SharedMemoryRegions | None
+) -> tuple[tuple[str, ...], dict[str, int], OutputEncoding]:
+    """The requested outputs' names, their class counts (classification), and how each travels back."""
     default = parameters.get(BINARY_DATA_OUTPUT, False)
     if not isinstance(default, bool):
         raise InvalidInput(f"parameter '{BINARY_DATA_OUTPUT}' must be a boolean")
     if value is None:
-        return (), OutputEncoding(default)
+        return (), {}, OutputEncoding(default)
     if not isinstance(value, list):
         raise InvalidInput("'outputs' must be a list")
     names: list[str] = []
     binary: dict[str, bool] = {}
+    shared: dict[str, SharedTensor] = {}
+    requested: list[tuple[str, ParamValue | None]] = []
     for output in value:
         if not isinstance(output, dict) or not isinstance(output.get("name"), str):
             raise InvalidInput("each requested output must be a JSON object with a 'name'")
         name = output["name"]
         params = _parameters(output.get("parameters"), f"output '{name}'")
-        for unsupported in UNSUPPORTED_OUTPUT_PARAMETERS:
-            if unsupported in params:
-                raise InvalidInput(f"output '{name}': parameter '{unsupported}' is not supported")
+        requested.append((name, params.get(CLASSIFICATION_PARAMETER)))
+        if (place := shared_tensor(regions, params, f"output '{name}'")) is not None:
+            shared[name] = place
         flag = params.get(BINARY_DATA)
         if flag is not None:
             if not isinstance(flag, bool):
                 raise InvalidInput(f"output '{name}': parameter '{BINARY_DATA}' must be a boolean")
             binary[name] = flag
         names.append(name)
-    return tuple(names), OutputEncoding(default, binary)
+    return tuple(names), output_classes(requested), OutputEncoding(default, binary, shared)
 
 
 def encode_infer(response: InferenceResponse, encoding: OutputEncoding) -> tuple[bytes, int | None]:
@@ -261,7 +281,12 @@ def encode_infer(response: InferenceResponse, encoding: OutputEncoding) -> tuple
     for name, array in response.outputs.items():
         datatype = numpy_to_v2(array.dtype)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": [int(d) for d in array.shape]}
-        if encoding.is_binary(name):
+        place = encoding.shared.get(name)
+        if place is not None:
+            # Written there; the entry carries neither data nor parameters, as Triton's: its C++ client
+            # (perf_analyzer) requires `binary_data_size` in any output's parameters.
+            place.write(raw_bytes(array, datatype))
+        elif encoding.is_binary(name):
             blob = raw_bytes(array, datatype)
             entry["parameters"] = {BINARY_DATA_SIZE: len(blob)}
             blobs.append(blob)

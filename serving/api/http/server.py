@@ -10,6 +10,7 @@ serving/api/status.py. Ready endpoints answer 200 (ready) or 400 (not), as Trito
     GET  /v2/models/{m}[/versions/{v}]/ready | /config | /stats      GET /v2/models/stats
     POST /v2/models/{m}[/versions/{v}]/infer      JSON, or binary tensor data
     POST /v2/repository/index | /v2/repository/models/{m}/load | /unload
+    /v2/systemsharedmemory/... and /v2/cudasharedmemory/...   (serving/api/http/shared_memory.py)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from aiohttp import web
 
 from serving.api import model_codec
 from serving.api.codec import ROUTING_KEY_METADATA
+from serving.api.http import shared_memory
 from serving.api.http.json_codec import HEADER_LENGTH, decode_infer, encode_infer, message_json
 from serving.api.request_log import REQUEST_ID_METADATA, RequestFacts, RequestRecorder
 from serving.api.status import http_status_of, message_of, status_of
@@ -108,6 +110,7 @@ class HttpFrontEnd:
         post("/v2/repository/index", self.repository_index)
         post("/v2/repository/models/{model}/load", self.load)
         post("/v2/repository/models/{model}/unload", self.unload)
+        shared_memory.add_routes(self._app, self._service.shared_memory)
 
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (0 = any free port); return the bound port."""
@@ -154,6 +157,7 @@ class HttpFrontEnd:
                 model,
                 version,
                 request.headers.get(ROUTING_KEY_METADATA, ""),
+                self._service.shared_memory,
             )
             facts = RequestFacts(model, version, decoded.id, None)
             response = await self._service.infer(decoded)
