@@ -315,28 +315,6 @@ def should_shadow(
     return shadow.version if rng.random() < shadow.fraction else None
 
 
-class Router:
-    """choose_version / should_shadow bound to one model and one random source."""
-
-    def __init__(self, model: str, rng: random.Random | None = None) -> None:
-        self.model = model
-        self._rng = rng if rng is not None else random.Random()
-
-    def choose(
-        self,
-        policy: TrafficPolicy | None,
-        ready_versions: Collection[int],
-        routing_key: str | None = None,
-        states: Mapping[int, str] | None = None,
-    ) -> int:
-        return choose_version(self.model, policy, ready_versions, routing_key, self._rng, states)
-
-    def shadow_for(
-        self, policy: TrafficPolicy | None, primary: int, ready_versions: Collection[int] | None = None
-    ) -> int | None:
-        return should_shadow(policy, primary, self._rng, ready_versions)
-
-
 # ---- comparing a shadow's answers with the primary's -------------------------------------------------
 
 

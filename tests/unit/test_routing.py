@@ -18,7 +18,6 @@ from scipy import stats
 from serving.errors import InvalidInput, Unavailable
 from serving.traffic.policy import (
     PolicyError,
-    Router,
     ShadowComparison,
     ShadowPolicy,
     TrafficPolicy,
@@ -40,8 +39,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def draw(policy: TrafficPolicy | None, ready: Collection[int], n: int = DRAWS, seed: int = 7) -> Counter[int]:
-    router = Router(MODEL, random.Random(seed))
-    return Counter(router.choose(policy, ready) for _ in range(n))
+    rng = random.Random(seed)
+    return Counter(choose_version(MODEL, policy, ready, None, rng) for _ in range(n))
 
 
 def sticky_assignments(policy: TrafficPolicy, ready: Collection[int], keys: list[str]) -> list[int]:
@@ -102,16 +101,16 @@ def test_without_a_policy_the_highest_ready_version_serves() -> None:
 
 def test_random_draws_are_reproducible_with_a_seeded_rng() -> None:
     policy = TrafficPolicy({1: 1, 2: 1, 3: 1})
-    router_a, router_b = Router(MODEL, random.Random(11)), Router(MODEL, random.Random(11))
-    first = [router_a.choose(policy, {1, 2, 3}) for _ in range(500)]
-    assert first == [router_b.choose(policy, {1, 2, 3}) for _ in range(500)]
+    rng_a, rng_b = random.Random(11), random.Random(11)
+    first = [choose_version(MODEL, policy, {1, 2, 3}, None, rng_a) for _ in range(500)]
+    assert first == [choose_version(MODEL, policy, {1, 2, 3}, None, rng_b) for _ in range(500)]
     assert set(first) == {1, 2, 3}
 
 
 def test_a_routing_key_is_ignored_unless_sticky() -> None:
     policy = TrafficPolicy({1: 50, 2: 50})
-    router = Router(MODEL, random.Random(3))
-    assert {router.choose(policy, {1, 2}, "same-user") for _ in range(200)} == {1, 2}
+    rng = random.Random(3)
+    assert {choose_version(MODEL, policy, {1, 2}, "same-user", rng) for _ in range(200)} == {1, 2}
 
 
 # ---- sticky routing ------------------------------------------------------------------------------
@@ -131,9 +130,9 @@ def test_sticky_split_matches_three_weights() -> None:
 
 def test_sticky_without_a_key_draws_at_random() -> None:
     policy = TrafficPolicy({1: 50, 2: 50}, sticky=True)
-    router = Router(MODEL, random.Random(3))
-    assert {router.choose(policy, {1, 2}, None) for _ in range(200)} == {1, 2}
-    assert {router.choose(policy, {1, 2}, "") for _ in range(200)} == {1, 2}
+    rng = random.Random(3)
+    assert {choose_version(MODEL, policy, {1, 2}, None, rng) for _ in range(200)} == {1, 2}
+    assert {choose_version(MODEL, policy, {1, 2}, "", rng) for _ in range(200)} == {1, 2}
 
 
 @pytest.mark.parametrize("v1_weight", [90, 50])
@@ -206,11 +205,11 @@ def test_shadow_fraction_within_binomial_bounds() -> None:
 
 def test_never_shadows_to_the_primary_version() -> None:
     policy = TrafficPolicy({1: 50, 2: 50}, shadow=ShadowPolicy(version=2, fraction=1.0))
-    router = Router(MODEL, random.Random(2))
+    rng = random.Random(2)
     outcomes = set()
     for _ in range(2_000):
-        primary = router.choose(policy, {1, 2})
-        shadow = router.shadow_for(policy, primary, {1, 2})
+        primary = choose_version(MODEL, policy, {1, 2}, None, rng)
+        shadow = should_shadow(policy, primary, rng, {1, 2})
         assert shadow != primary
         outcomes.add((primary, shadow))
     assert outcomes == {(1, 2), (2, None)}
