@@ -7,7 +7,6 @@ import re
 import uuid
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -180,13 +179,17 @@ def test_shared_memory_over_http(server: ServerProcess, regions: tuple[str, Any,
         assert client.get_system_shared_memory_status() == []
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_perf_analyzer_with_system_shared_memory(
-    server: ServerProcess, perf_analyzer_env: dict[str, str], tmp_path: Path
+    server: ServerProcess, perf_analyzer_env: dict[str, str], protocol: str
 ) -> None:
+    run, address = (run_perf_analyzer, server.grpc_address), (run_perf_analyzer_http, server.http_address)
+    runner, url = run if protocol == "grpc" else address
+    assert url is not None
     with grpcclient.InferenceServerClient(server.grpc_address) as client:
         (before,) = client.get_inference_statistics("add", "1", as_json=True)["model_stats"]
-        output = run_perf_analyzer(
-            server.grpc_address,
+        output = runner(
+            url,
             "add",
             perf_analyzer_env,
             "--shared-memory",
@@ -202,26 +205,3 @@ def test_perf_analyzer_with_system_shared_memory(
         assert int(after["inference_count"]) > int(before.get("inference_count", 0))
         # perf_analyzer unregisters what it registered when it is done.
         assert client.get_system_shared_memory_status(as_json=True).get("regions", {}) == {}
-
-
-def test_perf_analyzer_over_http_with_system_shared_memory(
-    server: ServerProcess, perf_analyzer_env: dict[str, str]
-) -> None:
-    assert server.http_address is not None
-    with grpcclient.InferenceServerClient(server.grpc_address) as client:
-        (before,) = client.get_inference_statistics("add", "1", as_json=True)["model_stats"]
-        output = run_perf_analyzer_http(
-            server.http_address,
-            "add",
-            perf_analyzer_env,
-            "--shared-memory",
-            "system",
-            "--output-shared-memory-size",
-            "64",
-            "--concurrency-range",
-            "1",
-        )
-        (throughput,) = re.findall(r"^Concurrency: 1, throughput: ([\d.]+) infer/sec", output, re.M)
-        assert float(throughput) > 0, output
-        (after,) = client.get_inference_statistics("add", "1", as_json=True)["model_stats"]
-        assert int(after["inference_count"]) > int(before.get("inference_count", 0))
