@@ -39,7 +39,9 @@ DOCKERFILES = {"cpu": ROOT / "Dockerfile", "gpu": ROOT / "Dockerfile.gpu"}
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(\S+)$")
 # Ubuntu 24.04 (both base images) on x86_64: the platforms and Python the GPU set is resolved for.
-GPU_PLATFORMS = " ".join([f"manylinux_2_{minor}_x86_64" for minor in range(39, 4, -1)] + ["manylinux2014_x86_64"])
+GPU_PLATFORMS = " ".join(
+    [f"manylinux_2_{minor}_x86_64" for minor in range(39, 4, -1)] + ["manylinux2014_x86_64"]
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,9 @@ def instructions(path: Path) -> list[Instruction]:
 
 
 def arg_defaults(path: Path) -> dict[str, str]:
-    return dict(i.arguments.split("=", 1) for i in instructions(path) if i.keyword == "ARG" and "=" in i.arguments)
+    return dict(
+        i.arguments.split("=", 1) for i in instructions(path) if i.keyword == "ARG" and "=" in i.arguments
+    )
 
 
 def exec_form(path: Path, keyword: str) -> list[str]:
@@ -116,7 +120,8 @@ def test_dockerfile_lints_clean(variant: str) -> None:
 
 def test_cpu_and_gpu_dockerfiles_differ_only_in_their_defaults() -> None:
     cpu, gpu = (
-        [i for i in instructions(path) if not (i.stage == -1 and i.keyword == "ARG")] for path in DOCKERFILES.values()
+        [i for i in instructions(path) if not (i.stage == -1 and i.keyword == "ARG")]
+        for path in DOCKERFILES.values()
     )
     assert cpu == gpu
     assert arg_defaults(DOCKERFILES["cpu"]) == {
@@ -126,7 +131,9 @@ def test_cpu_and_gpu_dockerfiles_differ_only_in_their_defaults() -> None:
     }
     gpu_defaults = arg_defaults(DOCKERFILES["gpu"])
     assert gpu_defaults["VARIANT"] == "gpu" and gpu_defaults["TORCH_INDEX"] == ""
-    assert gpu_defaults["BASE_IMAGE"].startswith("nvidia/cuda:") and gpu_defaults["BASE_IMAGE"].endswith("-ubuntu24.04")
+    assert gpu_defaults["BASE_IMAGE"].startswith("nvidia/cuda:") and gpu_defaults["BASE_IMAGE"].endswith(
+        "-ubuntu24.04"
+    )
 
 
 def test_image_runs_as_non_root_with_ports_volume_and_probe() -> None:
@@ -138,7 +145,9 @@ def test_image_runs_as_non_root_with_ports_volume_and_probe() -> None:
     assert re.fullmatch(r"[1-9]\d*:[1-9]\d*", user), "a numeric non-root user (runAsNonRoot can check it)"
     assert [i.arguments for i in runtime if i.keyword == "EXPOSE"] == ["8001 8002"]
     assert [i.arguments for i in runtime if i.keyword == "VOLUME"] == ['["/models"]']
-    assert not [i for i in runtime if i.keyword == "RUN" and "pip " in i.arguments], "pip only in the build stage"
+    assert not [i for i in runtime if i.keyword == "RUN" and "pip " in i.arguments], (
+        "pip only in the build stage"
+    )
     entrypoint = exec_form(DOCKERFILES["gpu"], "ENTRYPOINT")
     assert entrypoint[:2] == ["serving", "serve"]
     assert "--host" in entrypoint and entrypoint[entrypoint.index("--host") + 1] == "0.0.0.0"
@@ -153,15 +162,23 @@ def test_images_install_only_what_pyproject_pins() -> None:
     """A version written into a Dockerfile (pip install torch==X, a requirements file of its own) fails here."""
     for path in DOCKERFILES.values():
         for instruction in instructions(path):
-            assert "==" not in instruction.arguments, f"{path.name}: a version outside pyproject.toml: {instruction}"
+            assert "==" not in instruction.arguments, (
+                f"{path.name}: a version outside pyproject.toml: {instruction}"
+            )
             if instruction.keyword != "RUN" or "pip install" not in instruction.arguments:
                 continue
             for command in re.split(r"&&|;", instruction.arguments):
                 if "pip install" in command:
-                    words = shlex.split(command.replace("${TORCH_INDEX:+", "").replace('"$TORCH_INDEX"}', "URL"))
+                    words = shlex.split(
+                        command.replace("${TORCH_INDEX:+", "").replace('"$TORCH_INDEX"}', "URL")
+                    )
                     wanted = words[words.index("install") + 1 :]
-                    targets = [w for w in wanted if not w.startswith("-") and w not in {"URL", "requirements.txt"}]
-                    assert targets in ([], ["."]), f"{path.name}: pip installs {targets} outside pyproject.toml"
+                    targets = [
+                        w for w in wanted if not w.startswith("-") and w not in {"URL", "requirements.txt"}
+                    ]
+                    assert targets in ([], ["."]), (
+                        f"{path.name}: pip installs {targets} outside pyproject.toml"
+                    )
                     assert targets == ["."] and "--no-deps" in wanted or "requirements.txt" in wanted, command
 
 
@@ -169,7 +186,10 @@ def test_gpu_requirements_swap_onnxruntime_and_keep_every_other_pin() -> None:
     cpu, gpu = pins(image_requirements("cpu")), pins(image_requirements("gpu"))
     assert cpu == pins(PYPROJECT["project"]["dependencies"])
     assert "onnxruntime" in cpu and "onnxruntime" not in gpu
-    assert gpu["onnxruntime-gpu"] == pins(PYPROJECT["project"]["optional-dependencies"]["gpu"])["onnxruntime-gpu"]
+    assert (
+        gpu["onnxruntime-gpu"]
+        == pins(PYPROJECT["project"]["optional-dependencies"]["gpu"])["onnxruntime-gpu"]
+    )
     assert {name: version for name, version in gpu.items() if name in cpu} == {
         name: version for name, version in cpu.items() if name != "onnxruntime"
     }
@@ -200,7 +220,11 @@ def reachable(url: str) -> bool:
 
 def build_stage_runs(path: Path) -> list[str]:
     """The build stage's RUN commands other than the apt-get one (system packages need root)."""
-    return [i.arguments for i in instructions(path) if i.stage == 0 and i.keyword == "RUN" and "apt-get" not in i.arguments]
+    return [
+        i.arguments
+        for i in instructions(path)
+        if i.stage == 0 and i.keyword == "RUN" and "apt-get" not in i.arguments
+    ]
 
 
 def build_context(tmp_path: Path, path: Path) -> Path:
@@ -228,8 +252,12 @@ def run_build_command(command: str, context: Path, tmp_path: Path, env: dict[str
     # $PIP_SHIM_ARGS: flags added on pip's command line (an environment variable would reach its build subprocess)
     (shims / "pip").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m pip "$@" $PIP_SHIM_ARGS\n')
     (shims / "pip").chmod(0o755)
-    full_env = dict(os.environ, PATH=f"{shims}:{os.environ['PATH']}", PIP_DISABLE_PIP_VERSION_CHECK="1", **env)
-    result = subprocess.run(["/bin/sh", "-c", command], cwd=context, env=full_env, capture_output=True, text=True, timeout=600)
+    full_env = dict(
+        os.environ, PATH=f"{shims}:{os.environ['PATH']}", PIP_DISABLE_PIP_VERSION_CHECK="1", **env
+    )
+    result = subprocess.run(
+        ["/bin/sh", "-c", command], cwd=context, env=full_env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
 
@@ -246,13 +274,24 @@ def test_requirement_sets_resolve(variant: str, tmp_path: Path) -> None:
     context = build_context(tmp_path, path)
     report = tmp_path / "report.json"
     env = {**arg_defaults(path), "PIP_DRY_RUN": "1", "PIP_IGNORE_INSTALLED": "1", "PIP_REPORT": str(report)}
-    env["PIP_RETRIES"] = "1"  # an unreachable extra index (download.pytorch.org here) is a warning, not minutes
-    if variant == "gpu":  # PyPI only (no local mirrors holding a CPU torch), for the image's Python and platform
-        env.update(PIP_CONFIG_FILE=os.devnull, PIP_TARGET=str(tmp_path / "target"), PIP_PYTHON_VERSION="3.12",
-                   PIP_PLATFORM=GPU_PLATFORMS, PIP_ONLY_BINARY=":all:", PIP_FIND_LINKS="")  # fmt: skip
+    # An unreachable extra index (download.pytorch.org here) is a warning, not minutes of retries.
+    env["PIP_RETRIES"] = "1"
+    if (
+        variant == "gpu"
+    ):  # PyPI only (no local mirror holding a CPU torch), for the image's Python and platform
+        env.update(
+            PIP_CONFIG_FILE=os.devnull,
+            PIP_TARGET=str(tmp_path / "target"),
+            PIP_PYTHON_VERSION="3.12",
+            PIP_PLATFORM=GPU_PLATFORMS,
+            PIP_ONLY_BINARY=":all:",
+            PIP_FIND_LINKS="",
+        )
     (install,) = [command for command in build_stage_runs(path) if "requirements.txt" in command]
     run_build_command(install, context, tmp_path, env)
-    resolved = {normalised(item["metadata"]["name"]): item for item in json.loads(report.read_text())["install"]}
+    resolved = {
+        normalised(item["metadata"]["name"]): item for item in json.loads(report.read_text())["install"]
+    }
     wanted = pins((context / "requirements.txt").read_text().split())
     for name, version in wanted.items():
         assert resolved[name]["metadata"]["version"].split("+")[0] == version, name
@@ -269,7 +308,9 @@ def test_requirement_sets_resolve(variant: str, tmp_path: Path) -> None:
     assert resolved["cuda-toolkit"]["metadata"]["version"].startswith(cuda + ".")
 
 
-def test_package_installs_and_the_entrypoint_serves_until_sigterm(tmp_path: Path, add_repository: Path) -> None:
+def test_package_installs_and_the_entrypoint_serves_until_sigterm(
+    tmp_path: Path, add_repository: Path
+) -> None:
     """`pip install --no-deps .` from the COPY-only context, then the image's ENTRYPOINT and HEALTHCHECK."""
     path = DOCKERFILES["gpu"]
     context = build_context(tmp_path, path)
@@ -278,7 +319,9 @@ def test_package_installs_and_the_entrypoint_serves_until_sigterm(tmp_path: Path
     started = time.monotonic()
     run_build_command(install, context, tmp_path, {"PIP_SHIM_ARGS": f"--target {site}"})
     print(f"pip install --no-deps . took {time.monotonic() - started:.1f}s")
-    assert (site / "serving" / "proto" / "inference_pb2.py").is_file() and (site / "bin" / "serving").is_file()
+    assert (site / "serving" / "proto" / "inference_pb2.py").is_file() and (
+        site / "bin" / "serving"
+    ).is_file()
 
     # docker run IMAGE --grpc-port 0 --metrics-port 0: arguments after the image are appended to ENTRYPOINT.
     entrypoint = exec_form(path, "ENTRYPOINT")
@@ -294,7 +337,11 @@ def test_package_installs_and_the_entrypoint_serves_until_sigterm(tmp_path: Path
         healthcheck = exec_form(path, "HEALTHCHECK")
         script = context.parent / "healthcheck.py"
         shutil.copy2(ROOT / "deploy" / "docker" / "healthcheck.py", script)
-        probe = [sys.executable if healthcheck[0] == "python" else healthcheck[0], str(script), f"127.0.0.1:{port}"]
+        probe = [
+            sys.executable if healthcheck[0] == "python" else healthcheck[0],
+            str(script),
+            f"127.0.0.1:{port}",
+        ]
         healthy = subprocess.run(probe, capture_output=True, text=True, timeout=30, env=env)
         assert healthy.returncode == 0 and "SERVING" in healthy.stdout, healthy.stdout + healthy.stderr
         server.send_signal(signal.SIGTERM)  # what `docker stop` sends to PID 1
@@ -326,4 +373,6 @@ def wait_ready(server: subprocess.Popen[bytes], log_path: Path, timeout: float =
 
 def imported_from(site: Path, env: dict[str, str]) -> str:
     code = "import serving; print(serving.__file__)"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=site.parent).stdout
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=site.parent
+    ).stdout
