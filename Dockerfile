@@ -39,7 +39,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin serving
+ && groupadd --system --gid 10001 serving \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin serving
 COPY --from=build /opt/venv /opt/venv
 COPY deploy/docker/healthcheck.py /opt/serving/healthcheck.py
 # A numeric user, so Kubernetes' runAsNonRoot can verify it.

@@ -155,6 +155,20 @@ def test_image_runs_as_non_root_with_ports_volume_and_probe() -> None:
     assert exec_form(DOCKERFILES["gpu"], "HEALTHCHECK")[1] == "/opt/serving/healthcheck.py"
 
 
+def test_dockerignore_lets_through_what_the_build_copies() -> None:
+    """.dockerignore excludes everything, then re-includes; every COPY source must be re-included."""
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert patterns[0] == "*", "an allowlist: exclude everything first"
+    included = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
+    for instruction in instructions(DOCKERFILES["gpu"]):
+        if instruction.keyword == "COPY" and not instruction.arguments.startswith("--from"):
+            *sources, _ = instruction.arguments.split()
+            for source in sources:
+                parts = Path(source).parts
+                assert any(Path(*parts[:n]).as_posix() in included for n in range(1, len(parts) + 1)), source
+
+
 # ---------------------------------------------------------------- one source of versions
 
 
