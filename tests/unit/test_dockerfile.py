@@ -5,12 +5,14 @@
 - Versions come from pyproject.toml only: the images pip-install nothing but the output of
   deploy/docker/requirements.py and the package itself (`--no-deps`); the gpu extra swaps onnxruntime for
   onnxruntime-gpu, and its CUDA runtime matches the CUDA of the base image.
-- The build stage's commands run here, as written (the apt-get ones excepted: system packages): the
-  requirements are generated, the requirement sets resolve with `pip install --dry-run` (a full install
-  of the CPU set took 3 min on this 2-core machine, too slow for every run; the GPU set is resolved for
-  Ubuntu 24.04's Python 3.12 on x86_64 against PyPI, it cannot be installed without a GPU), and
-  `pip install --no-deps .` installs the package from a build context holding only what COPY brings.
-- The ENTRYPOINT of that installed copy serves a repository, the HEALTHCHECK command reports it healthy
+- The build stage's commands run here, as written (the apt-get one excepted: system packages), in a
+  build context holding only what COPY brings. Both requirement sets resolve with `pip install --dry-run`
+  (the GPU set for Ubuntu 24.04's Python 3.12 on x86_64 against PyPI: it cannot be installed usefully
+  without a GPU). The CPU image's whole build stage runs into a fresh venv (slow: ~30 s on this 2-core
+  machine with wheels cached, ~3 min when pip retries an unreachable index 5 times per package, hence
+  PIP_RETRIES=0), and the server runs from that venv alone. Offline and fast, `pip install --no-deps .`
+  installs the package to a folder that runs on this venv's dependencies.
+- The ENTRYPOINT of the installed copy serves a repository, the HEALTHCHECK command reports it healthy
   through grpc.health.v1 (and unhealthy once it stops), and SIGTERM reaches the server (exec form).
 """
 
@@ -325,7 +327,10 @@ def test_requirement_sets_resolve(variant: str, tmp_path: Path) -> None:
 def test_package_installs_and_the_entrypoint_serves_until_sigterm(
     tmp_path: Path, add_repository: Path
 ) -> None:
-    """`pip install --no-deps .` from the COPY-only context, then the image's ENTRYPOINT and HEALTHCHECK."""
+    """`pip install --no-deps .` from the COPY-only context, then the image's ENTRYPOINT and HEALTHCHECK.
+
+    Offline and fast: the package goes to a --target folder, its dependencies are this venv's.
+    """
     path = DOCKERFILES["gpu"]
     context = build_context(tmp_path, path)
     site = tmp_path / "site"
@@ -336,26 +341,74 @@ def test_package_installs_and_the_entrypoint_serves_until_sigterm(
     assert (site / "serving" / "proto" / "inference_pb2.py").is_file() and (
         site / "bin" / "serving"
     ).is_file()
+    env = dict(os.environ, PYTHONPATH=str(site))  # the installed copy, not the checkout
+    assert str(site / "serving") in imported_from(Path(sys.executable), env, tmp_path)
+    serve_like_the_image(path, site / "bin", Path(sys.executable), env, add_repository, tmp_path)
 
+
+@pytest.mark.slow
+def test_cpu_image_build_stage_in_a_fresh_venv_then_its_entrypoint(
+    tmp_path: Path, add_repository: Path
+) -> None:
+    """The CPU image's build stage, every pip command as written, into a fresh venv (its /opt/venv), and
+    the server from that venv alone: a runtime import missing from the requirement set fails here.
+    Takes ~30 s here (wheels cached on this machine); Python is this machine's, not Ubuntu 24.04's 3.12."""
+    if not reachable("https://pypi.org/simple/torch/"):
+        if os.environ.get("CI"):
+            pytest.fail("PyPI is unreachable in CI")
+        pytest.skip("PyPI unreachable: the requirement set cannot be installed offline")
+    path = DOCKERFILES["cpu"]
+    context = build_context(tmp_path, path)
+    venv = tmp_path / "venv"
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+        env = {
+            **arg_defaults(path),
+            "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",  # ENV PATH=/opt/venv/bin:$PATH
+            "PIP_RETRIES": "0",  # an unreachable extra index (download.pytorch.org here): skip it at once
+        }
+        env.pop("VIRTUAL_ENV", None)
+        for command in build_stage_runs(path):
+            started = time.monotonic()
+            result = subprocess.run(
+                ["/bin/sh", "-c", command],
+                cwd=context,
+                env={
+                    k: v for k, v in {**os.environ, **env}.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")
+                },
+                capture_output=True,
+                text=True,
+                timeout=1200,
+            )
+            assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            print(f"{command[:60]}... took {time.monotonic() - started:.1f}s")
+        python = venv / "bin" / "python"
+        clean = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+        assert str(venv) in imported_from(python, clean, tmp_path), "the venv's own copy of serving"
+        serve_like_the_image(path, venv / "bin", python, clean, add_repository, tmp_path)
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)  # ~1 GB
+
+
+def serve_like_the_image(
+    path: Path, bin_dir: Path, python: Path, env: dict[str, str], repository: Path, tmp_path: Path
+) -> None:
+    """Run the ENTRYPOINT (from bin_dir) on `repository`, probe it with the HEALTHCHECK command, stop it."""
     # docker run IMAGE --grpc-port 0 --metrics-port 0: arguments after the image are appended to ENTRYPOINT.
     entrypoint = exec_form(path, "ENTRYPOINT")
-    argv = [str(site / "bin" / entrypoint[0]), *entrypoint[1:], "--grpc-port", "0", "--metrics-port", "0"]
-    argv[argv.index("/models")] = str(add_repository)
-    env = dict(os.environ, PYTHONPATH=str(site), PYTHONUNBUFFERED="1")  # the installed copy, not the checkout
+    argv = [str(bin_dir / entrypoint[0]), *entrypoint[1:], "--grpc-port", "0", "--metrics-port", "0"]
+    argv[argv.index("/models")] = str(repository)
+    env = dict(env, PYTHONUNBUFFERED="1")
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
         server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
     try:
         port = wait_ready(server, log_path)
-        assert str(site / "serving") in imported_from(site, env), "the server must run the installed copy"
         healthcheck = exec_form(path, "HEALTHCHECK")
-        script = context.parent / "healthcheck.py"
+        assert healthcheck[0] == "python" and healthcheck[1] == "/opt/serving/healthcheck.py"
+        script = tmp_path / "healthcheck.py"  # COPY deploy/docker/healthcheck.py /opt/serving/healthcheck.py
         shutil.copy2(ROOT / "deploy" / "docker" / "healthcheck.py", script)
-        probe = [
-            sys.executable if healthcheck[0] == "python" else healthcheck[0],
-            str(script),
-            f"127.0.0.1:{port}",
-        ]
+        probe = [str(python), str(script), f"127.0.0.1:{port}"]
         healthy = subprocess.run(probe, capture_output=True, text=True, timeout=30, env=env)
         assert healthy.returncode == 0 and "SERVING" in healthy.stdout, healthy.stdout + healthy.stderr
         server.send_signal(signal.SIGTERM)  # what `docker stop` sends to PID 1
@@ -385,8 +438,6 @@ def wait_ready(server: subprocess.Popen[bytes], log_path: Path, timeout: float =
     raise AssertionError(f"not ready after {timeout}s:\n{log_path.read_text()}")
 
 
-def imported_from(site: Path, env: dict[str, str]) -> str:
+def imported_from(python: Path, env: dict[str, str], cwd: Path) -> str:
     code = "import serving; print(serving.__file__)"
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=site.parent
-    ).stdout
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True, env=env, cwd=cwd).stdout
