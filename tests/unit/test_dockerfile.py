@@ -367,7 +367,6 @@ def test_cpu_image_build_stage_in_a_fresh_venv_then_its_entrypoint(
             "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",  # ENV PATH=/opt/venv/bin:$PATH
             "PIP_RETRIES": "0",  # an unreachable extra index (download.pytorch.org here): skip it at once
         }
-        env.pop("VIRTUAL_ENV", None)
         for command in build_stage_runs(path):
             started = time.monotonic()
             result = subprocess.run(
