@@ -183,7 +183,7 @@ class ServingServer:
 
     async def _initial_load(self) -> None:
         if self._poller is None:
-            await self.control.load_startup(self.settings.load_models)
+            await self.control.load_startup(self.control.startup_models(self.settings.load_models))
             return
         snapshot = await asyncio.to_thread(scan_repository, self.settings.model_repository)
         await self.control.load_startup(sorted(snapshot))

@@ -4,11 +4,12 @@ Every load (startup, RepositoryModelLoad, a poll that saw the repository change)
 that the model's traffic.json is read again with it: a fresh start and every replica route the same way.
 
 Model control modes (Triton's):
-  explicit  the default: models load at start (all, or --load-model) and on RepositoryModelLoad /
-            RepositoryModelUnload;
-  poll      the server follows the repository (serving/lifecycle/poller.py); explicit load and unload
-            requests are refused (Unavailable), as Triton does, since the next poll would undo them;
-  none      models load at start; load and unload requests are still served.
+  explicit  the default: at start only the models that --load-model names load ('*': all; none named:
+            none, as in Triton), then on RepositoryModelLoad / RepositoryModelUnload;
+  poll      every model loads at start, then the server follows the repository
+            (serving/lifecycle/poller.py); explicit load and unload requests are refused (Unavailable),
+            as Triton does, since the next poll would undo them;
+  none      every model loads at start; load and unload requests are still served.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from serving.traffic.shadow import ShadowRunner
 log = logging.getLogger("serving.lifecycle")
 
 POLL = "poll"
+EXPLICIT = "explicit"
+ALL_MODELS = "*"  # --load-model '*': every model of the repository
 
 
 class ModelControl:
@@ -79,9 +82,16 @@ class ModelControl:
         if self._shadows is not None:
             self._shadows.forget(name)
 
+    def startup_models(self, requested: Sequence[str]) -> list[str]:
+        """What loads at start: explicit mode loads only `requested` ('*' = all), as Triton's
+        --load-model; the other modes load the whole repository (requested is ignored)."""
+        if self.mode == EXPLICIT and ALL_MODELS not in requested:
+            return list(dict.fromkeys(requested))
+        return self.registry.repository.model_names()
+
     async def load_startup(self, names: Sequence[str]) -> None:
-        """Load `names` (all of the repository if empty); one model's failure never stops the others."""
-        names = list(names) or self.registry.repository.model_names()
+        """Load `names`; one model's failure never stops the others."""
+        names = list(names)
         results = await asyncio.gather(*(self.load(name) for name in names), return_exceptions=True)
         for name, result in zip(names, results, strict=True):
             if isinstance(result, ServingError):
