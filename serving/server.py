@@ -88,12 +88,14 @@ class ServingServer:
         dataplane = DataPlane(self.registry, self.traffic, self.shadows)
         self.service = InferenceService(self.registry, dataplane, self.ready, self.control)
         servicer = InferenceServicer(self.service, requests=self.monitoring.requests)
+        token_file = settings.admin_token_file
         self._http = (
             HttpFrontEnd(
                 self.service,
                 max_body_bytes=settings.max_message_bytes,
                 shutdown_timeout_s=settings.grace_period_s,
                 requests=self.monitoring.requests,
+                admin_token=None if token_file is None else read_token(token_file),
             )
             if settings.http_port is not None
             else None
@@ -201,6 +203,7 @@ class ServingServer:
         await asyncio.gather(*(server.stop(grace) for server in servers), *http)
         await self.shadows.close()
         await self.registry.close()
+        self.control.close()  # temporary folders of `file:` overrides
         await self.monitoring.stop()
         log.info("stopped")
 

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 
 from serving.errors import NotFound, ServingError, Unavailable
+from serving.lifecycle.override import LoadOverride, quoted, spec_from_override
 from serving.lifecycle.registry import ModelRegistry
+from serving.lifecycle.repository import ModelSpec
 from serving.traffic.router import TrafficControl
 from serving.traffic.shadow import ShadowRunner
 
@@ -43,15 +47,46 @@ class ModelControl:
         self._traffic = traffic
         self._shadows = shadows
         self.mode = mode
+        self._temporary: dict[str, list[Path]] = {}  # model → folders written from `file:` overrides
 
     # ---- the API's requests ------------------------------------------------------------------
 
-    async def request_load(self, name: str) -> None:
-        """RepositoryModelLoad: re-read `name` and apply its version policy (hot swap)."""
+    async def request_load(self, name: str, override: LoadOverride | None = None) -> None:
+        """RepositoryModelLoad: re-read `name` and apply its version policy (hot swap). An override
+        (serving/lifecycle/override.py) replaces config.pbtxt, and with files the model folder, for this
+        load; a refused override changes nothing."""
         self._check_explicit("load")
-        if name not in self.registry.repository.model_names():
-            raise NotFound(f"no model '{name}' in the model repository")
-        await self.load(name)
+        if override is None or override.empty:
+            if name not in self.registry.repository.model_names():
+                raise NotFound(f"failed to load '{quoted(name)}': no such model in the model repository")
+            await self.load(name)
+            return
+        spec, folder = await asyncio.to_thread(
+            spec_from_override, name, override, self.registry.repository.root / name
+        )
+        try:
+            await self.load(name, spec)
+        finally:
+            self._adopt(name, folder)
+
+    def _adopt(self, name: str, folder: Path | None) -> None:
+        """Keep the temporary folders that a version of `name` loads from; remove the others."""
+        folders = self._temporary.pop(name, []) + ([folder] if folder is not None else [])
+        model = self.registry.loaded_model(name)
+        in_use = [v.spec.path for v in model.versions.values()] if model is not None else []
+        keep = [f for f in folders if any(path.is_relative_to(f) for path in in_use)]
+        for stale in folders:
+            if stale not in keep:
+                shutil.rmtree(stale, ignore_errors=True)
+        if keep:
+            self._temporary[name] = keep
+
+    def close(self) -> None:
+        """Remove every temporary model folder (at shutdown, once the models are unloaded)."""
+        for folders in self._temporary.values():
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+        self._temporary.clear()
 
     async def request_unload(self, name: str) -> None:
         """RepositoryModelUnload: drain, then unload every version of `name`."""
@@ -67,16 +102,18 @@ class ModelControl:
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
-    async def load(self, name: str) -> None:
+    async def load(self, name: str, spec: ModelSpec | None = None) -> None:
         """Load or reload `name`; its traffic policy is read again even if a version failed."""
         try:
-            await self.registry.load(name)
+            await self.registry.load(name, spec)
         finally:
             if self._traffic is not None:
                 self._traffic.refresh(name, force=True)
 
     async def unload(self, name: str) -> None:
         await self.registry.unload(name)
+        for folder in self._temporary.pop(name, []):
+            shutil.rmtree(folder, ignore_errors=True)
         if self._traffic is not None:
             self._traffic.forget(name)
         if self._shadows is not None:

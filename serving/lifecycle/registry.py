@@ -179,21 +179,24 @@ class ModelRegistry:
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
-    async def load(self, name: str) -> None:
-        """(Re)read `name` from the repository and apply its version policy, hot-swapping changes."""
+    async def load(self, name: str, spec: ModelSpec | None = None) -> None:
+        """(Re)read `name` from the repository (or load `spec`, a load's config override, instead) and
+        apply its version policy, hot-swapping changes."""
         model = self._models.setdefault(name, Model(name))
         async with model.lock:
             try:
-                spec = self.repository.read(name)
+                spec = spec or self.repository.read(name)
                 available = version_numbers(spec.path)
             except ModelConfigError as exc:
                 model.error = str(exc)
                 if not model.versions:
                     log.error("model '%s' not loaded: %s", name, exc)
-                    raise
+                    raise ModelConfigError(f"failed to load '{name}': {exc}") from None
                 serving = sorted(model.versions)
                 log.error("model '%s' not reloaded, versions %s serve on: %s", name, serving, exc)
-                raise ModelConfigError(f"{exc} (the versions loaded before, {serving}, serve on)") from None
+                raise ModelConfigError(
+                    f"failed to load '{name}': {exc} (the versions loaded before, {serving}, serve on)"
+                ) from None
             model.error = ""
             wanted = select_versions(spec.config.version_policy, available)
             try:
@@ -210,7 +213,7 @@ class ModelRegistry:
             failures = [f"version {n}: {model.failures[n]}" for n in wanted if n in model.failures]
         await asyncio.gather(*(v.drain_and_unload() for v in retired + stale))
         if failures:
-            raise ModelConfigError(f"model '{name}': " + "; ".join(failures))
+            raise ModelConfigError(f"failed to load '{name}': " + "; ".join(failures))
 
     async def _load_versions(self, model: Model, spec: ModelSpec, wanted: list[int]) -> list[ModelVersion]:
         """Load the wanted versions that are new or changed; returns the old versions they replaced."""
@@ -236,7 +239,8 @@ class ModelRegistry:
             same_file = current.source.model_file.stat().st_mtime_ns == current.file_mtime_ns
         except OSError:
             return False
-        return same_file and current.spec.config == spec.config
+        same_folder = current.spec.path == spec.path  # a load from override files: a new folder
+        return same_file and same_folder and current.spec.config == spec.config
 
     async def _load_version(self, model: Model, spec: ModelSpec, number: int) -> ModelVersion | None:
         try:
