@@ -18,6 +18,7 @@ import numpy as np
 from serving.core.request import InferenceRequest, InferenceResponse, ParamValue
 from serving.errors import InvalidInput
 from serving.proto import inference_pb2 as pb
+from serving.quoting import clip
 from serving.types import V2_TO_NUMPY, Array, numpy_to_v2
 
 ROUTING_KEY_PARAMETER = "routing_key"  # sticky routing (see docs/traffic-policy.md)
@@ -60,6 +61,8 @@ def decode_request(
     `metadata`: the call's gRPC metadata (`x-routing-key` applies unless the request has a `routing_key`
     parameter); `time_remaining`: seconds left before the call's deadline (None: no deadline)."""
     raw = request.raw_input_contents
+    if raw:
+        _refuse_mixed_contents(request)
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput(
             f"raw_input_contents has {len(raw)} entries but the request names {len(request.inputs)} inputs"
@@ -81,6 +84,16 @@ def decode_request(
         deadline=deadline_after(time_remaining),
         timeout_s=queue_timeout_s(parameters),
     )
+
+
+def _refuse_mixed_contents(request: pb.ModelInferRequest) -> None:
+    """Raw and typed contents in one request are refused, in Triton's words (clients match on them)."""
+    for tensor in request.inputs:
+        if tensor.HasField("contents"):
+            raise InvalidInput(
+                "contents field must not be specified when using raw_input_contents for "
+                f"'{clip(tensor.name)}' for model '{clip(request.model_name)}'"
+            )
 
 
 def metadata_value(metadata: Metadata, key: str) -> str:

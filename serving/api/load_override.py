@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from serving.errors import InvalidInput
-from serving.lifecycle.override import CONFIG_PARAMETER, FILE_PREFIX, LoadOverride, quoted
+from serving.lifecycle.override import CONFIG_PARAMETER, FILE_PREFIX, LoadOverride
 from serving.proto import inference_pb2 as pb
+from serving.quoting import clip
 
 
 def from_grpc(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> LoadOverride:
@@ -26,7 +27,7 @@ def from_grpc(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> LoadOver
             config = value.string_param
         elif key.startswith(FILE_PREFIX):
             if kind != "bytes_param":
-                raise InvalidInput(f"load parameter '{quoted(key)}' must be a bytes_param, got {kind}")
+                raise InvalidInput(f"load parameter '{clip(key)}' must be a bytes_param, got {kind}")
             files[key] = value.bytes_param
     return LoadOverride(config, files)
 
@@ -44,9 +45,9 @@ def from_json(body: Mapping[str, Any]) -> LoadOverride:
             config = value
         elif key.startswith(FILE_PREFIX):
             if not isinstance(value, str):
-                raise InvalidInput(f"load parameter '{quoted(key)}' must be a base64 string")
+                raise InvalidInput(f"load parameter '{clip(key)}' must be a base64 string")
             try:
                 files[key] = base64.b64decode(value, validate=True)
             except (binascii.Error, ValueError):
-                raise InvalidInput(f"load parameter '{quoted(key)}' is not valid base64") from None
+                raise InvalidInput(f"load parameter '{clip(key)}' is not valid base64") from None
     return LoadOverride(config, files)

@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from serving.errors import NotFound, ServingError, Unavailable
-from serving.lifecycle.override import LoadOverride, quoted, spec_from_override
+from serving.lifecycle.override import LoadOverride, spec_from_override
 from serving.lifecycle.registry import ModelRegistry
 from serving.lifecycle.repository import ModelSpec
+from serving.quoting import clip
 from serving.traffic.router import TrafficControl
 from serving.traffic.shadow import ShadowRunner
 
@@ -58,7 +59,7 @@ class ModelControl:
         self._check_explicit("load")
         if override is None or override.empty:
             if name not in self.registry.repository.model_names():
-                raise NotFound(f"failed to load '{quoted(name)}': no such model in the model repository")
+                raise NotFound(f"failed to load '{clip(name)}': no such model in the model repository")
             await self.load(name)
             return
         spec, folder = await asyncio.to_thread(

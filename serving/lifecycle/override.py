@@ -20,15 +20,10 @@ from google.protobuf import json_format, text_format
 from serving.errors import InvalidInput, ModelConfigError
 from serving.lifecycle.repository import CONFIG_FILE, ModelSpec, parse_config
 from serving.proto import model_config_pb2 as mc
+from serving.quoting import clip
 
 FILE_PREFIX = "file:"
 CONFIG_PARAMETER = "config"
-NAME_LIMIT = 200
-
-
-def quoted(name: str) -> str:
-    """A client-supplied name for a message: at most NAME_LIMIT characters."""
-    return name if len(name) <= NAME_LIMIT else name[:NAME_LIMIT] + "…"
 
 
 @dataclass(frozen=True)
@@ -46,7 +41,7 @@ def parse_override_config(name: str, text: str) -> mc.ModelConfig:
     try:
         json_format.Parse(text, config, ignore_unknown_fields=False)
     except json_format.ParseError as exc:
-        raise InvalidInput(f"failed to load '{quoted(name)}': invalid config override: {exc}") from None
+        raise InvalidInput(f"failed to load '{clip(name)}': invalid config override: {exc}") from None
     return config
 
 
@@ -55,9 +50,9 @@ def relative_file(name: str, key: str) -> PurePosixPath:
     raw = key[len(FILE_PREFIX) :]
     path = PurePosixPath(raw)
     if not raw or raw.startswith(("/", "\\")) or path.is_absolute() or ":" in raw or "\\" in raw:
-        raise InvalidInput(f"failed to load '{quoted(name)}': '{quoted(key)}' must be a relative path")
+        raise InvalidInput(f"failed to load '{clip(name)}': '{clip(key)}' must be a relative path")
     if any(part in ("..", ".") for part in raw.split("/")) or not path.parts:
-        raise InvalidInput(f"failed to load '{quoted(name)}': '{quoted(key)}' must not contain '.' or '..'")
+        raise InvalidInput(f"failed to load '{clip(name)}': '{clip(key)}' must not contain '.' or '..'")
     return path
 
 
@@ -66,9 +61,11 @@ def spec_from_override(
 ) -> tuple[ModelSpec, Path | None]:
     """The spec to load `name` from, and the temporary folder made for its files (None without files).
     The folder is removed again if anything is refused."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise InvalidInput(f"failed to load '{clip(name)}': a model name must be one folder name")
     if override.config is None:
         raise InvalidInput(
-            f"failed to load '{quoted(name)}': the 'config' parameter must be given with 'file:' parameters"
+            f"failed to load '{clip(name)}': the 'config' parameter must be given with 'file:' parameters"
         )
     config = parse_override_config(name, override.config)
     paths = {key: relative_file(name, key) for key in override.files}
@@ -89,7 +86,7 @@ def spec_from_override(
 def _write_inside(folder: Path, path: PurePosixPath, data: bytes, name: str, key: str) -> None:
     target = (folder / path).resolve()
     if not target.is_relative_to(folder.resolve()) or target == folder.resolve():
-        where = f"failed to load '{quoted(name)}': '{quoted(key)}'"
+        where = f"failed to load '{clip(name)}': '{clip(key)}'"
         raise InvalidInput(f"{where} resolves outside the model folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
@@ -101,4 +98,4 @@ def _parse(name: str, config: mc.ModelConfig, folder: Path) -> ModelSpec:
     except ModelConfigError as exc:
         where = str(folder / CONFIG_FILE)
         reason = str(exc).replace(where, "config override", 1)
-        raise InvalidInput(f"failed to load '{quoted(name)}': {reason}") from None
+        raise InvalidInput(f"failed to load '{clip(name)}': {reason}") from None

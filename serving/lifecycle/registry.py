@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from serving.backends.base import Placement
-from serving.errors import ModelConfigError, NotFound, Unavailable
+from serving.errors import InvalidInput, ModelConfigError, NotFound, Unavailable
 from serving.lifecycle.repository import (
     BackendLoader,
     ModelRepository,
@@ -28,6 +28,7 @@ from serving.lifecycle.repository import (
     version_source,
 )
 from serving.lifecycle.version import ModelVersion, VersionState
+from serving.quoting import clip
 from serving.telemetry.observer import Telemetry
 
 log = logging.getLogger("serving.lifecycle")
@@ -63,6 +64,16 @@ class Model:
         return {n: v for n, v in sorted(self.loading.items()) if n not in self.versions}
 
 
+def parse_version(version: str) -> int:
+    """A request's version string as a number; InvalidInput (Triton's text) unless a whole number."""
+    if not (version.isascii() and version.isdigit()):
+        raise InvalidInput(
+            f"failed to get model version from specified version string '{clip(version)}' "
+            "(details: not an integer > 0), version should be an integral value > 0"
+        )
+    return int(version)
+
+
 class ModelRegistry:
     def __init__(
         self,
@@ -86,8 +97,8 @@ class ModelRegistry:
         model = self._models.get(name)
         if model is None:
             if name in self._repository_names():
-                raise Unavailable(f"model '{name}' is not loaded")
-            raise NotFound(f"unknown model '{name}'")
+                raise Unavailable(f"model '{clip(name)}' is not loaded")
+            raise NotFound(f"Request for unknown model: '{clip(name)}' is not found")
         return model
 
     def loaded_model(self, name: str) -> Model | None:
@@ -109,7 +120,7 @@ class ModelRegistry:
                 why = f": {model.error}" if model.error else ""
                 raise Unavailable(f"model '{name}' has no ready version{why}")
             return ready[-1]
-        number = int(version) if version.isdigit() else 0
+        number = parse_version(version)
         found = model.versions.get(number)
         if found is None:
             raise self._not_serving(model, version, number)
@@ -128,7 +139,10 @@ class ModelRegistry:
         if number in model.retired:
             return Unavailable(f"{where} is not ready ({model.retired[number].state.value})")
         known = sorted(model.versions)
-        return NotFound(f"model '{model.name}' has no version '{version}' (loaded versions: {known})")
+        return NotFound(
+            f"Request for unknown model: '{model.name}' version {version} is not found "
+            f"(loaded versions: {known})"
+        )
 
     def is_ready(self, name: str, version: str = "") -> bool:
         try:
