@@ -21,4 +21,5 @@ def test_dockerfile_gpu_serves_the_mounted_repository_on_all_interfaces() -> Non
     text = (ROOT / "Dockerfile.gpu").read_text()
     assert '"--host", "0.0.0.0"' in text
     assert '"--model-repository", "/models"' in text
+    assert '"--load-model", "*"' in text  # explicit model control loads only what is named, as Triton
     assert "onnxruntime-gpu" in text
