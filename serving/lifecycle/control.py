@@ -60,7 +60,10 @@ class ModelControl:
         if override is None or override.empty:
             if name not in self.registry.repository.model_names():
                 raise NotFound(f"failed to load '{clip(name)}': no such model in the model repository")
-            await self.load(name)
+            try:
+                await self.load(name)
+            finally:
+                self._adopt(name, None)  # folders of an earlier override that no version uses now
             return
         spec, folder = await asyncio.to_thread(
             spec_from_override, name, override, self.registry.repository.root / name

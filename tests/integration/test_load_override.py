@@ -98,6 +98,18 @@ def test_config_override_replaces_config_pbtxt_for_the_load(client: grpcclient.I
     assert client.get_model_config("add").config.max_batch_size == 8
 
 
+def test_files_override_a_repository_model_until_a_plain_load(
+    client: grpcclient.InferenceServerClient, scratch: Path
+) -> None:
+    files = {"file:1/model.onnx": onnx_bytes(scratch, 4, 6.0)}
+    client.load_model("add", config=config_json("add"), files=files)  # the repository folder is ignored
+    np.testing.assert_array_equal(infer(client, "add"), np.full((1, 4), 6.0))
+    assert len(override_folders(scratch)) == 1
+    client.load_model("add")  # the repository's model again; the temporary folder goes
+    np.testing.assert_array_equal(infer(client, "add"), np.ones((1, 4)))
+    assert override_folders(scratch) == []
+
+
 def test_files_only_model_loads_from_a_private_folder(
     client: grpcclient.InferenceServerClient, scratch: Path
 ) -> None:
