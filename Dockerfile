@@ -54,4 +54,4 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=300s --retries=3 \
   CMD ["python", "/opt/serving/healthcheck.py", "127.0.0.1:8001"]
 # Exec form: the server is PID 1 and gets SIGTERM itself (stop accepting, finish requests, drain, unload).
 # Arguments after the image name are appended, e.g. `--model-control-mode poll`; the last flag wins.
-ENTRYPOINT ["serving", "serve", "--model-repository", "/models", "--host", "0.0.0.0", "--grpc-port", "8001", "--metrics-port", "8002"]
+ENTRYPOINT ["serving", "serve", "--model-repository", "/models", "--load-model", "*", "--host", "0.0.0.0", "--grpc-port", "8001", "--metrics-port", "8002"]

@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-control-mode", choices=MODEL_CONTROL_MODES, default=_env("model_control_mode", "explicit")
     )
     serve.add_argument(
-        "--load-model", action="append", default=[], help="explicit mode: load only these at start"
+        "--load-model",
+        action="append",
+        default=[],
+        help="explicit mode: load this model at start (repeatable; '*' = all; none given: load none)",
     )
     serve.add_argument(
         "--repository-poll-secs",

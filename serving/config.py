@@ -18,7 +18,7 @@ class ServerSettings:
     http_port: int | None = 8000  # KServe v2 REST; None = no HTTP endpoint; 0 = any free port
     metrics_port: int | None = 8002  # None = no /metrics endpoint
     model_control_mode: str = "explicit"
-    load_models: tuple[str, ...] = ()  # explicit mode: models to load at start; empty = all
+    load_models: tuple[str, ...] = ()  # explicit mode: models to load at start ('*' = all; empty = none)
     max_message_bytes: int = 64 * 1024 * 1024
     grace_period_s: float = 30.0
     log_format: str = "text"

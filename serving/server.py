@@ -95,12 +95,14 @@ class ServingServer:
             SharedMemoryRegions(gpu_count=self.inventory.gpu_count),
         )
         servicer = InferenceServicer(self.service, requests=self.monitoring.requests)
+        token_file = settings.admin_token_file
         self._http = (
             HttpFrontEnd(
                 self.service,
                 max_body_bytes=settings.max_message_bytes,
                 shutdown_timeout_s=settings.grace_period_s,
                 requests=self.monitoring.requests,
+                admin_token=None if token_file is None else read_token(token_file),
             )
             if settings.http_port is not None
             else None
@@ -190,7 +192,7 @@ class ServingServer:
 
     async def _initial_load(self) -> None:
         if self._poller is None:
-            await self.control.load_startup(self.settings.load_models)
+            await self.control.load_startup(self.control.startup_models(self.settings.load_models))
             return
         snapshot = await asyncio.to_thread(scan_repository, self.settings.model_repository)
         await self.control.load_startup(sorted(snapshot))
@@ -208,6 +210,7 @@ class ServingServer:
         await asyncio.gather(*(server.stop(grace) for server in servers), *http)
         await self.shadows.close()
         await self.registry.close()
+        self.control.close()  # temporary folders of `file:` overrides
         await self.monitoring.stop()
         log.info("stopped")
 

@@ -51,7 +51,12 @@ class ServerProcess:
         return self.process.returncode
 
 
-def start_server(repository: Path, log_path: Path, *extra: str, timeout: float = 180.0) -> ServerProcess:
+def start_server(
+    repository: Path, log_path: Path, *extra: str, timeout: float = 180.0, load_all: bool = True
+) -> ServerProcess:
+    """`load_all`: ask for every model at start (`--load-model *`, Triton's way in explicit mode, the
+    default mode) unless `extra` names models itself; False starts with whatever the flags say."""
+    loads = ["--load-model", "*"] if load_all and "--load-model" not in extra else []
     args = [
         sys.executable,
         "-m",
@@ -67,6 +72,7 @@ def start_server(repository: Path, log_path: Path, *extra: str, timeout: float =
         "0",
         "--http-port",
         "0",
+        *loads,
         *extra,
     ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -19,6 +19,7 @@ from serving.core.classification import CLASSIFICATION_PARAMETER, class_count
 from serving.core.request import InferenceRequest, InferenceResponse, ParamValue
 from serving.errors import InvalidInput
 from serving.proto import inference_pb2 as pb
+from serving.quoting import clip
 from serving.shared_memory.regions import SharedMemoryRegions
 from serving.shared_memory.tensors import SharedTensor, shared_tensor
 from serving.types import V2_TO_NUMPY, Array, numpy_to_v2
@@ -72,6 +73,8 @@ def decode_request(
         if (place := shared_tensor(regions, decode_parameters(tensor.parameters), f"input '{tensor.name}'"))
     }
     raw = request.raw_input_contents
+    if raw:
+        _refuse_mixed_contents(request)
     expected_raw = len(request.inputs) - len(shared)
     if raw and len(raw) != expected_raw:
         raise InvalidInput(
@@ -118,6 +121,16 @@ def shared_outputs(
         for output in request.outputs
         if (place := shared_tensor(regions, decode_parameters(output.parameters), f"output '{output.name}'"))
     }
+
+
+def _refuse_mixed_contents(request: pb.ModelInferRequest) -> None:
+    """Raw and typed contents in one request are refused, in Triton's words (clients match on them)."""
+    for tensor in request.inputs:
+        if tensor.HasField("contents"):
+            raise InvalidInput(
+                "contents field must not be specified when using raw_input_contents for "
+                f"'{clip(tensor.name)}' for model '{clip(request.model_name)}'"
+            )
 
 
 def metadata_value(metadata: Metadata, key: str) -> str:

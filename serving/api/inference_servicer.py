@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from serving.api import model_codec
+from serving.api import load_override, model_codec
 from serving.api.codec import decode_request, encode_response, shared_outputs
 from serving.api.request_log import RequestRecorder
 from serving.api.status import grpc_errors, message_of, status_of
@@ -143,8 +143,8 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
-        # Parameters such as Triton's `config` override are not supported; unknown ones are ignored.
-        await self._service.load(request.model_name)
+        # Triton's `config` and `file:<path>` overrides (serving/lifecycle/override.py); others ignored.
+        await self._service.load(request.model_name, load_override.from_grpc(request.parameters))
         return pb.RepositoryModelLoadResponse()
 
     @grpc_errors

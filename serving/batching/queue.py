@@ -22,6 +22,10 @@ from serving.batching.tensors import batch_signature, request_rows
 from serving.errors import DeadlineExceeded, InvalidInput, QueueFull
 from serving.types import Array, TensorMap
 
+# The caller's deadline passed: gRPC's own words, so a client reads the same text whether its timer or
+# the server's fired first. A queue timeout (the model's queue policy) uses Triton's words instead.
+DEADLINE_TEXT = "Deadline Exceeded"
+
 
 @dataclass(frozen=True)
 class RequestResult:
@@ -75,9 +79,9 @@ class QueuedRequest:
 
     def expiry_error(self, now: float) -> DeadlineExceeded:
         if self.deadline is not None and now >= self.deadline:
-            return DeadlineExceeded("request deadline exceeded while queued for a batch")
+            return DeadlineExceeded(DEADLINE_TEXT)
         timeout = (self.queue_deadline or 0.0) - self.enqueued_at
-        return DeadlineExceeded(f"queue timeout of {timeout:g} s exceeded while queued for a batch")
+        return DeadlineExceeded(f"Request timeout expired (queue timeout of {timeout:g} s, waiting to run)")
 
 
 class RequestQueue:
@@ -109,7 +113,7 @@ class RequestQueue:
         now = self._clock()
         if deadline is not None and now >= deadline:
             self._observer.on_rejected("deadline")
-            raise DeadlineExceeded("request deadline exceeded before it was queued")
+            raise DeadlineExceeded(DEADLINE_TEXT)
         if policy.max_queue_size and self._depth >= policy.max_queue_size:
             self._observer.on_rejected("queue_full")
             raise QueueFull(f"{self._name} queue is full (max_queue_size {policy.max_queue_size})")

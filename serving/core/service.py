@@ -13,6 +13,7 @@ from serving import SERVER_NAME, __version__
 from serving.core.dataplane import DataPlane
 from serving.core.request import InferenceRequest, InferenceResponse
 from serving.lifecycle.control import ModelControl
+from serving.lifecycle.override import LoadOverride
 from serving.lifecycle.registry import IndexEntry, ModelRegistry
 from serving.lifecycle.version import ModelVersion
 from serving.shared_memory.regions import SharedMemoryRegions
@@ -104,8 +105,8 @@ class InferenceService:
     def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
         return [e for e in self._registry.index() if not ready_only or e.state == "READY"]
 
-    async def load(self, name: str) -> None:
-        await self._control.request_load(name)
+    async def load(self, name: str, override: LoadOverride | None = None) -> None:
+        await self._control.request_load(name, override)
 
     async def unload(self, name: str) -> None:
         await self._control.request_unload(name)

@@ -4,27 +4,35 @@ Every load (startup, RepositoryModelLoad, a poll that saw the repository change)
 that the model's traffic.json is read again with it: a fresh start and every replica route the same way.
 
 Model control modes (Triton's):
-  explicit  the default: models load at start (all, or --load-model) and on RepositoryModelLoad /
-            RepositoryModelUnload;
-  poll      the server follows the repository (serving/lifecycle/poller.py); explicit load and unload
-            requests are refused (Unavailable), as Triton does, since the next poll would undo them;
-  none      models load at start; load and unload requests are still served.
+  explicit  the default: at start only the models that --load-model names load ('*': all; none named:
+            none, as in Triton), then on RepositoryModelLoad / RepositoryModelUnload;
+  poll      every model loads at start, then the server follows the repository
+            (serving/lifecycle/poller.py); explicit load and unload requests are refused (Unavailable),
+            as Triton does, since the next poll would undo them;
+  none      every model loads at start; load and unload requests are still served.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 
 from serving.errors import NotFound, ServingError, Unavailable
+from serving.lifecycle.override import LoadOverride, spec_from_override
 from serving.lifecycle.registry import ModelRegistry
+from serving.lifecycle.repository import ModelSpec
+from serving.quoting import clip
 from serving.traffic.router import TrafficControl
 from serving.traffic.shadow import ShadowRunner
 
 log = logging.getLogger("serving.lifecycle")
 
 POLL = "poll"
+EXPLICIT = "explicit"
+ALL_MODELS = "*"  # --load-model '*': every model of the repository
 
 
 class ModelControl:
@@ -40,15 +48,49 @@ class ModelControl:
         self._traffic = traffic
         self._shadows = shadows
         self.mode = mode
+        self._temporary: dict[str, list[Path]] = {}  # model → folders written from `file:` overrides
 
     # ---- the API's requests ------------------------------------------------------------------
 
-    async def request_load(self, name: str) -> None:
-        """RepositoryModelLoad: re-read `name` and apply its version policy (hot swap)."""
+    async def request_load(self, name: str, override: LoadOverride | None = None) -> None:
+        """RepositoryModelLoad: re-read `name` and apply its version policy (hot swap). An override
+        (serving/lifecycle/override.py) replaces config.pbtxt, and with files the model folder, for this
+        load; a refused override changes nothing."""
         self._check_explicit("load")
-        if name not in self.registry.repository.model_names():
-            raise NotFound(f"no model '{name}' in the model repository")
-        await self.load(name)
+        if override is None or override.empty:
+            if name not in self.registry.repository.model_names():
+                raise NotFound(f"failed to load '{clip(name)}': no such model in the model repository")
+            try:
+                await self.load(name)
+            finally:
+                self._adopt(name, None)  # folders of an earlier override that no version uses now
+            return
+        spec, folder = await asyncio.to_thread(
+            spec_from_override, name, override, self.registry.repository.root / name
+        )
+        try:
+            await self.load(name, spec)
+        finally:
+            self._adopt(name, folder)
+
+    def _adopt(self, name: str, folder: Path | None) -> None:
+        """Keep the temporary folders that a version of `name` loads from; remove the others."""
+        folders = self._temporary.pop(name, []) + ([folder] if folder is not None else [])
+        model = self.registry.loaded_model(name)
+        in_use = [v.spec.path for v in model.versions.values()] if model is not None else []
+        keep = [f for f in folders if any(path.is_relative_to(f) for path in in_use)]
+        for stale in folders:
+            if stale not in keep:
+                shutil.rmtree(stale, ignore_errors=True)
+        if keep:
+            self._temporary[name] = keep
+
+    def close(self) -> None:
+        """Remove every temporary model folder (at shutdown, once the models are unloaded)."""
+        for folders in self._temporary.values():
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+        self._temporary.clear()
 
     async def request_unload(self, name: str) -> None:
         """RepositoryModelUnload: drain, then unload every version of `name`."""
@@ -64,24 +106,33 @@ class ModelControl:
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
-    async def load(self, name: str) -> None:
+    async def load(self, name: str, spec: ModelSpec | None = None) -> None:
         """Load or reload `name`; its traffic policy is read again even if a version failed."""
         try:
-            await self.registry.load(name)
+            await self.registry.load(name, spec)
         finally:
             if self._traffic is not None:
                 self._traffic.refresh(name, force=True)
 
     async def unload(self, name: str) -> None:
         await self.registry.unload(name)
+        for folder in self._temporary.pop(name, []):
+            shutil.rmtree(folder, ignore_errors=True)
         if self._traffic is not None:
             self._traffic.forget(name)
         if self._shadows is not None:
             self._shadows.forget(name)
 
+    def startup_models(self, requested: Sequence[str]) -> list[str]:
+        """What loads at start: explicit mode loads only `requested` ('*' = all), as Triton's
+        --load-model; the other modes load the whole repository (requested is ignored)."""
+        if self.mode == EXPLICIT and ALL_MODELS not in requested:
+            return list(dict.fromkeys(requested))
+        return self.registry.repository.model_names()
+
     async def load_startup(self, names: Sequence[str]) -> None:
-        """Load `names` (all of the repository if empty); one model's failure never stops the others."""
-        names = list(names) or self.registry.repository.model_names()
+        """Load `names`; one model's failure never stops the others."""
+        names = list(names)
         results = await asyncio.gather(*(self.load(name) for name in names), return_exceptions=True)
         for name, result in zip(names, results, strict=True):
             if isinstance(result, ServingError):

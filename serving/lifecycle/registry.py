@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from serving.backends.base import Placement
-from serving.errors import ModelConfigError, NotFound, Unavailable
+from serving.errors import InvalidInput, ModelConfigError, NotFound, Unavailable
 from serving.lifecycle.repository import (
     BackendLoader,
     ModelRepository,
@@ -28,6 +28,7 @@ from serving.lifecycle.repository import (
     version_source,
 )
 from serving.lifecycle.version import ModelVersion, VersionState
+from serving.quoting import clip
 from serving.telemetry.observer import Telemetry
 
 log = logging.getLogger("serving.lifecycle")
@@ -63,6 +64,16 @@ class Model:
         return {n: v for n, v in sorted(self.loading.items()) if n not in self.versions}
 
 
+def parse_version(version: str) -> int:
+    """A request's version string as a number; InvalidInput (Triton's text) unless a whole number."""
+    if not (version.isascii() and version.isdigit()):
+        raise InvalidInput(
+            f"failed to get model version from specified version string '{clip(version)}' "
+            "(details: not an integer > 0), version should be an integral value > 0"
+        )
+    return int(version)
+
+
 class ModelRegistry:
     def __init__(
         self,
@@ -86,8 +97,8 @@ class ModelRegistry:
         model = self._models.get(name)
         if model is None:
             if name in self._repository_names():
-                raise Unavailable(f"model '{name}' is not loaded")
-            raise NotFound(f"unknown model '{name}'")
+                raise Unavailable(f"model '{clip(name)}' is not loaded")
+            raise NotFound(f"Request for unknown model: '{clip(name)}' is not found")
         return model
 
     def loaded_model(self, name: str) -> Model | None:
@@ -109,7 +120,7 @@ class ModelRegistry:
                 why = f": {model.error}" if model.error else ""
                 raise Unavailable(f"model '{name}' has no ready version{why}")
             return ready[-1]
-        number = int(version) if version.isdigit() else 0
+        number = parse_version(version)
         found = model.versions.get(number)
         if found is None:
             raise self._not_serving(model, version, number)
@@ -128,7 +139,10 @@ class ModelRegistry:
         if number in model.retired:
             return Unavailable(f"{where} is not ready ({model.retired[number].state.value})")
         known = sorted(model.versions)
-        return NotFound(f"model '{model.name}' has no version '{version}' (loaded versions: {known})")
+        return NotFound(
+            f"Request for unknown model: '{model.name}' version {version} is not found "
+            f"(loaded versions: {known})"
+        )
 
     def is_ready(self, name: str, version: str = "") -> bool:
         try:
@@ -179,21 +193,24 @@ class ModelRegistry:
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
-    async def load(self, name: str) -> None:
-        """(Re)read `name` from the repository and apply its version policy, hot-swapping changes."""
+    async def load(self, name: str, spec: ModelSpec | None = None) -> None:
+        """(Re)read `name` from the repository (or load `spec`, a load's config override, instead) and
+        apply its version policy, hot-swapping changes."""
         model = self._models.setdefault(name, Model(name))
         async with model.lock:
             try:
-                spec = self.repository.read(name)
+                spec = spec or self.repository.read(name)
                 available = version_numbers(spec.path)
             except ModelConfigError as exc:
                 model.error = str(exc)
                 if not model.versions:
                     log.error("model '%s' not loaded: %s", name, exc)
-                    raise
+                    raise ModelConfigError(f"failed to load '{name}': {exc}") from None
                 serving = sorted(model.versions)
                 log.error("model '%s' not reloaded, versions %s serve on: %s", name, serving, exc)
-                raise ModelConfigError(f"{exc} (the versions loaded before, {serving}, serve on)") from None
+                raise ModelConfigError(
+                    f"failed to load '{name}': {exc} (the versions loaded before, {serving}, serve on)"
+                ) from None
             model.error = ""
             wanted = select_versions(spec.config.version_policy, available)
             try:
@@ -210,7 +227,7 @@ class ModelRegistry:
             failures = [f"version {n}: {model.failures[n]}" for n in wanted if n in model.failures]
         await asyncio.gather(*(v.drain_and_unload() for v in retired + stale))
         if failures:
-            raise ModelConfigError(f"model '{name}': " + "; ".join(failures))
+            raise ModelConfigError(f"failed to load '{name}': " + "; ".join(failures))
 
     async def _load_versions(self, model: Model, spec: ModelSpec, wanted: list[int]) -> list[ModelVersion]:
         """Load the wanted versions that are new or changed; returns the old versions they replaced."""
@@ -236,7 +253,8 @@ class ModelRegistry:
             same_file = current.source.model_file.stat().st_mtime_ns == current.file_mtime_ns
         except OSError:
             return False
-        return same_file and current.spec.config == spec.config
+        same_folder = current.spec.path == spec.path  # a load from override files: a new folder
+        return same_file and same_folder and current.spec.config == spec.config
 
     async def _load_version(self, model: Model, spec: ModelSpec, number: int) -> ModelVersion | None:
         try:

@@ -98,9 +98,9 @@ def assert_still_serving(client: grpcclient.InferenceServerClient) -> None:
 
 def test_unknown_model_and_version(client: grpcclient.InferenceServerClient) -> None:
     x = np.zeros((1, 4), np.float32)
-    expect_error(lambda: client.infer("nope", [add_input(x)]), "NOT_FOUND", "unknown model 'nope'")
+    expect_error(lambda: client.infer("nope", [add_input(x)]), "NOT_FOUND", "Request for unknown model: 'nope' is not found")
     expect_error(
-        lambda: client.infer("add", [add_input(x)], model_version="9"), "NOT_FOUND", "no version '9'"
+        lambda: client.infer("add", [add_input(x)], model_version="9"), "NOT_FOUND", "Request for unknown model: 'add' version 9 is not found"
     )
     expect_error(lambda: client.get_model_metadata("nope"), "NOT_FOUND", "nope")
     assert_still_serving(client)

@@ -174,8 +174,8 @@ def test_bytes_round_trip_json_and_binary(server: ServerProcess) -> None:
 @pytest.mark.parametrize(
     ("path", "document", "status", "fragment"),
     [
-        ("/v2/models/nope/infer", _json_infer([1.0] * 4, [1, 4]), 404, "unknown model 'nope'"),
-        ("/v2/models/add/versions/7/infer", _json_infer([1.0] * 4, [1, 4]), 404, "no version '7'"),
+        ("/v2/models/nope/infer", _json_infer([1.0] * 4, [1, 4]), 404, "Request for unknown model: 'nope' is not found"),
+        ("/v2/models/add/versions/7/infer", _json_infer([1.0] * 4, [1, 4]), 404, "Request for unknown model: 'add' version 7 is not found"),
         ("/v2/models/add/infer", _json_infer([1.0] * 3, [1, 3]), 400, "does not match the model's [-1, 4]"),
         ("/v2/models/add/infer", _json_infer([1.0] * 3, [1, 4]), 400, "3 values in data for shape [1, 4]"),
         ("/v2/models/add/infer", _json_infer(["a"] * 4, [1, 4]), 400, "cannot be FP32"),
@@ -268,7 +268,7 @@ def test_tritonclient_http(client: httpclient.InferenceServerClient) -> None:
     assert {m["name"] for m in client.get_model_repository_index()} >= {"add", "slow", "strings"}
     with pytest.raises(InferenceServerException) as info:
         client.infer("nope", [tensor])
-    assert info.value.status() == "404" and "unknown model 'nope'" in info.value.message()
+    assert info.value.status() == "404" and "Request for unknown model: 'nope' is not found" in info.value.message()
 
 
 def test_compressed_requests(client: httpclient.InferenceServerClient) -> None:

@@ -370,7 +370,7 @@ async def test_deadline_passed_while_queued_never_reaches_the_model(make: Factor
     await settle()
     clock.advance(2.0)
     backend.release()
-    with pytest.raises(DeadlineExceeded, match="request deadline"):
+    with pytest.raises(DeadlineExceeded, match="^Deadline Exceeded$"):
         await asyncio.wait_for(late, LONG)
     await results([blocker, on_time])
     assert backend.batch_rows == [1, 1]
@@ -419,7 +419,7 @@ async def test_negative_timeout_is_invalid(make: Factory) -> None:
 async def test_deadline_already_passed_is_rejected_at_once(make: Factory) -> None:
     clock, backend = FakeClock(), FakeBackend()
     batcher = await make([backend], BatchingPolicy(max_batch_size=8), clock=clock)
-    with pytest.raises(DeadlineExceeded):
+    with pytest.raises(DeadlineExceeded, match="^Deadline Exceeded$"):
         await batcher.infer(request(1), deadline=clock() - 1.0)
     assert backend.batches == []
 
@@ -455,7 +455,7 @@ async def test_queue_timeout(
     backend.release()
     await results([blocker])
     if expires:
-        with pytest.raises(DeadlineExceeded, match="queue timeout of 1 s"):
+        with pytest.raises(DeadlineExceeded, match=r"^Request timeout expired \(queue timeout of 1 s"):
             await asyncio.wait_for(task, LONG)
         assert backend.batch_rows == [1]
     else:

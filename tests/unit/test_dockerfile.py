@@ -137,6 +137,8 @@ def test_image_runs_as_non_root_with_ports_volume_and_probe() -> None:
     assert entrypoint[:2] == ["serving", "serve"]
     assert "--host" in entrypoint and entrypoint[entrypoint.index("--host") + 1] == "0.0.0.0"
     assert entrypoint[entrypoint.index("--model-repository") + 1] == "/models"
+    # Explicit model control loads only what is named, as Triton: the image serves every mounted model.
+    assert entrypoint[entrypoint.index("--load-model") + 1] == "*"
     assert exec_form(DOCKERFILES["gpu"], "HEALTHCHECK")[1] == "/opt/serving/healthcheck.py"
 
 

@@ -16,6 +16,7 @@ serving/api/status.py. Ready endpoints answer 200 (ready) or 400 (not), as Trito
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
@@ -25,14 +26,15 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from serving.api import model_codec
+from serving.api import load_override, model_codec
+from serving.api.auth import bearer_token
 from serving.api.codec import ROUTING_KEY_METADATA
 from serving.api.http import shared_memory
 from serving.api.http.json_codec import HEADER_LENGTH, decode_infer, encode_infer, message_json
 from serving.api.request_log import REQUEST_ID_METADATA, RequestFacts, RequestRecorder
 from serving.api.status import http_status_of, message_of, status_of
 from serving.core.service import InferenceService
-from serving.errors import InvalidInput, ServingError
+from serving.errors import InvalidInput, ServingError, Unauthenticated
 
 log = logging.getLogger("serving.api.http")
 
@@ -88,8 +90,10 @@ class HttpFrontEnd:
         max_body_bytes: int,
         shutdown_timeout_s: float,
         requests: RequestRecorder | None = None,
+        admin_token: str | None = None,
     ) -> None:
         self._service = service
+        self._admin_token = admin_token  # repository load/unload need it when set (serving/api/auth.py)
         self._requests = requests  # serving_requests_total, latency and the access log, as for gRPC
         self._app = web.Application(middlewares=[errors_as_json], client_max_size=max_body_bytes)
         self._add_routes()
@@ -193,11 +197,24 @@ class HttpFrontEnd:
         return _json([message_json(entry) for entry in index.models])
 
     async def load(self, request: web.Request) -> web.Response:
-        await _json_body(request)  # parameters (Triton's config override) are not supported; ignored
-        await self._service.load(request.match_info["model"])
+        """Triton's `config` and `file:<path>` (base64) parameters override the model for this load."""
+        self._check_admin(request)
+        override = load_override.from_json(await _json_body(request))
+        await self._service.load(request.match_info["model"], override)
         return web.Response(status=200)
 
+    def _check_admin(self, request: web.Request) -> None:
+        """Load and unload change what is served: with an admin token, as on gRPC, they need it."""
+        if self._admin_token is None:
+            return
+        presented = bearer_token(request.headers.items()).encode()
+        if not (presented and hmac.compare_digest(presented, self._admin_token.encode())):
+            reason = "wrong admin token" if presented else "missing admin token"
+            reason += " (authorization: Bearer <token>)"
+            raise Unauthenticated(f"{request.path}: {reason}")
+
     async def unload(self, request: web.Request) -> web.Response:
+        self._check_admin(request)
         await _json_body(request)
         await self._service.unload(request.match_info["model"])
         return web.Response(status=200)
