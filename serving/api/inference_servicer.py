@@ -20,6 +20,7 @@ from serving.core.service import InferenceService
 from serving.errors import NotFound
 from serving.proto import inference_pb2 as pb
 from serving.proto import inference_pb2_grpc
+from serving.quoting import clip
 
 
 class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
@@ -203,5 +204,5 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: pb.CudaSharedMemoryStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.CudaSharedMemoryStatusResponse:
         if request.name:
-            raise NotFound(f"Unable to find cuda shared memory region: '{request.name[:200]}'")
+            raise NotFound(f"Unable to find cuda shared memory region: '{clip(request.name)}'")
         return pb.CudaSharedMemoryStatusResponse()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serving.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
+from serving.quoting import clip
 
 SHM_ROOT = Path("/dev/shm")
 
@@ -63,13 +64,13 @@ class SharedMemoryRegions:
             raise InvalidInput("a shared memory region needs a name")
         with self._lock:
             if name in self._system:
-                raise AlreadyExists(f"shared memory region '{_quote(name)}' already in manager")
+                raise AlreadyExists(f"shared memory region '{clip(name)}' already in manager")
         path = self._path(key)
         mapping = _map(path, key, offset, byte_size)
         region = SystemRegion(name, key, offset, byte_size, mapping)
         with self._lock:
             if name in self._system:  # registered by another call meanwhile
-                raise AlreadyExists(f"shared memory region '{_quote(name)}' already in manager")
+                raise AlreadyExists(f"shared memory region '{clip(name)}' already in manager")
             self._system[name] = region
 
     def unregister_system(self, name: str = "") -> None:
@@ -86,14 +87,14 @@ class SharedMemoryRegions:
                 return sorted(self._system.values(), key=lambda r: r.name)
             region = self._system.get(name)
         if region is None:
-            raise NotFound(f"Unable to find system shared memory region: '{_quote(name)}'")
+            raise NotFound(f"Unable to find system shared memory region: '{clip(name)}'")
         return [region]
 
     def system(self, name: str, what: str) -> SystemRegion:
         with self._lock:
             region = self._system.get(name)
         if region is None:
-            raise InvalidInput(f"{what}: shared memory region '{_quote(name)}' is not registered")
+            raise InvalidInput(f"{what}: shared memory region '{clip(name)}' is not registered")
         return region
 
     # ---- CUDA shared memory -------------------------------------------------------------------
@@ -101,7 +102,7 @@ class SharedMemoryRegions:
     def register_cuda(self, name: str, device_id: int, byte_size: int) -> None:
         if self._gpu_count == 0:
             raise FailedPrecondition(
-                f"CUDA shared memory region '{_quote(name)}' cannot be registered: CUDA shared memory "
+                f"CUDA shared memory region '{clip(name)}' cannot be registered: CUDA shared memory "
                 "needs a GPU and this server has none; use system shared memory"
             )
         raise FailedPrecondition(
@@ -112,7 +113,7 @@ class SharedMemoryRegions:
         bare = key[1:] if key.startswith("/") else key
         if not bare or "/" in bare or bare in (".", "..") or "\0" in bare:
             raise InvalidInput(
-                f"shared memory key '{_quote(key)}' must name an object in {self._root} "
+                f"shared memory key '{clip(key)}' must name an object in {self._root} "
                 "('/name', no other '/')"
             )
         return self._root / bare
@@ -121,24 +122,19 @@ class SharedMemoryRegions:
 def _map(path: Path, key: str, offset: int, byte_size: int) -> mmap.mmap:
     if offset < 0 or byte_size <= 0:
         raise InvalidInput(
-            f"shared memory region of key '{_quote(key)}': offset {offset}, byte_size {byte_size}"
+            f"shared memory region of key '{clip(key)}': offset {offset}, byte_size {byte_size}"
         )
     try:
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
     except OSError as exc:
-        raise InvalidInput(f"Unable to open shared memory region: '{_quote(key)}' ({exc.strerror})") from None
+        raise InvalidInput(f"Unable to open shared memory region: '{clip(key)}' ({exc.strerror})") from None
     try:
         size = os.fstat(fd).st_size
         if offset + byte_size > size:
             raise InvalidInput(
-                f"shared memory region of key '{_quote(key)}': offset {offset} + byte_size {byte_size} "
+                f"shared memory region of key '{clip(key)}': offset {offset} + byte_size {byte_size} "
                 f"exceeds the object's {size} bytes"
             )
         return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
     finally:
         os.close(fd)
-
-
-def _quote(text: str, limit: int = 200) -> str:
-    """A client-supplied name in a message, cut so that a huge name cannot make the reply too large."""
-    return text if len(text) <= limit else text[:limit] + "…"

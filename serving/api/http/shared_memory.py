@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from serving.errors import InvalidInput, NotFound
+from serving.quoting import clip
 from serving.shared_memory.regions import SharedMemoryRegions
 
 SYSTEM = "/v2/systemsharedmemory"
@@ -63,7 +64,7 @@ class SharedMemoryRoutes:
     async def cuda_status(self, request: web.Request) -> web.Response:
         name = request.match_info.get("name", "")
         if name:
-            raise NotFound(f"Unable to find cuda shared memory region: '{name[:200]}'")
+            raise NotFound(f"Unable to find cuda shared memory region: '{clip(name)}'")
         return _json([])
 
     async def cuda_register(self, request: web.Request) -> web.Response:
