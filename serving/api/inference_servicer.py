@@ -17,10 +17,8 @@ from serving.api.codec import decode_request, encode_response, shared_outputs
 from serving.api.request_log import RequestRecorder
 from serving.api.status import grpc_errors, message_of, status_of
 from serving.core.service import InferenceService
-from serving.errors import NotFound
 from serving.proto import inference_pb2 as pb
 from serving.proto import inference_pb2_grpc
-from serving.quoting import clip
 
 
 class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
@@ -190,19 +188,27 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     async def CudaSharedMemoryRegister(
         self, request: pb.CudaSharedMemoryRegisterRequest, context: grpc.aio.ServicerContext
     ) -> pb.CudaSharedMemoryRegisterResponse:
-        self._service.shared_memory.register_cuda(request.name, request.device_id, request.byte_size)
+        self._service.shared_memory.register_cuda(
+            request.name, request.raw_handle, request.device_id, request.byte_size
+        )
         return pb.CudaSharedMemoryRegisterResponse()
 
     @grpc_errors
     async def CudaSharedMemoryUnregister(
         self, request: pb.CudaSharedMemoryUnregisterRequest, context: grpc.aio.ServicerContext
     ) -> pb.CudaSharedMemoryUnregisterResponse:
-        return pb.CudaSharedMemoryUnregisterResponse()  # nothing can be registered: nothing to remove
+        self._service.shared_memory.unregister_cuda(request.name)
+        return pb.CudaSharedMemoryUnregisterResponse()
 
     @grpc_errors
     async def CudaSharedMemoryStatus(
         self, request: pb.CudaSharedMemoryStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.CudaSharedMemoryStatusResponse:
-        if request.name:
-            raise NotFound(f"Unable to find cuda shared memory region: '{clip(request.name)}'")
-        return pb.CudaSharedMemoryStatusResponse()
+        reply = pb.CudaSharedMemoryStatusResponse()
+        for region in self._service.shared_memory.cuda_status(request.name):
+            reply.regions[region.name].CopyFrom(
+                pb.CudaSharedMemoryStatusResponse.RegionStatus(
+                    name=region.name, device_id=region.device_id, byte_size=region.byte_size
+                )
+            )
+        return reply

@@ -11,8 +11,8 @@ The key must name an object directly under /dev/shm (one leading '/' allowed, no
 cannot make the server map an arbitrary file. Unregistering drops the mapping; a request that is still using
 it keeps its own reference, and the mapping closes when the last one goes.
 
-CUDA shared memory (`CudaSharedMemoryRegister`) needs a GPU; on a server without one it is refused with
-FAILED_PRECONDITION saying so.
+CUDA shared memory (`CudaSharedMemoryRegister`, serving/shared_memory/cuda.py) needs a GPU; on a server
+without one it is refused with FAILED_PRECONDITION saying so. Names are unique across both kinds.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from serving.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
 from serving.quoting import clip
+from serving.shared_memory.cuda import CudaRegion, CudaRuntime
 
 SHM_ROOT = Path("/dev/shm")
 
@@ -47,6 +49,26 @@ class SystemRegion:
         start = self.offset + offset
         return memoryview(self.mapping)[start : start + byte_size]
 
+    def read(self, offset: int, byte_size: int, what: str) -> memoryview:
+        return self.view(offset, byte_size, what)
+
+    def write(self, offset: int, data: bytes | memoryview, what: str) -> None:
+        self.view(offset, len(data), what)[:] = data
+
+
+class Region(Protocol):
+    """A registered region, system or CUDA: bounds-checked reads and writes within its window."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def byte_size(self) -> int: ...
+
+    def read(self, offset: int, byte_size: int, what: str) -> bytes | memoryview: ...
+
+    def write(self, offset: int, data: bytes | memoryview, what: str) -> None: ...
+
 
 class SharedMemoryRegions:
     """name → region, thread-safe; the gRPC and HTTP transports share one instance."""
@@ -55,6 +77,8 @@ class SharedMemoryRegions:
         self._root = shm_root
         self._gpu_count = gpu_count
         self._system: dict[str, SystemRegion] = {}
+        self._cuda: dict[str, CudaRegion] = {}
+        self._runtime: CudaRuntime | None = None
         self._lock = threading.Lock()
 
     # ---- system shared memory -----------------------------------------------------------------
@@ -90,31 +114,64 @@ class SharedMemoryRegions:
             raise NotFound(f"Unable to find system shared memory region: '{clip(name)}'")
         return [region]
 
-    def system(self, name: str, what: str) -> SystemRegion:
+    def region(self, name: str, what: str) -> Region:
+        """A registered region, system or CUDA, by name; InvalidInput when there is none."""
         with self._lock:
-            region = self._system.get(name)
+            system, cuda = self._system.get(name), self._cuda.get(name)
+        region: Region | None = system if system is not None else cuda
         if region is None:
             raise InvalidInput(f"{what}: shared memory region '{clip(name)}' is not registered")
         return region
 
     # ---- CUDA shared memory -------------------------------------------------------------------
 
-    def register_cuda(self, name: str, device_id: int, byte_size: int) -> None:
+    def register_cuda(self, name: str, raw_handle: bytes, device_id: int, byte_size: int) -> None:
         if self._gpu_count == 0:
             raise FailedPrecondition(
                 f"CUDA shared memory region '{clip(name)}' cannot be registered: CUDA shared memory "
                 "needs a GPU and this server has none; use system shared memory"
             )
-        raise FailedPrecondition(
-            "CUDA shared memory is not implemented yet on this server; use system shared memory"
-        )
+        if not name or byte_size <= 0:
+            raise InvalidInput(
+                f"CUDA shared memory region '{clip(name)}': a name and a byte_size > 0 are needed"
+            )
+        if not 0 <= device_id < self._gpu_count:
+            raise InvalidInput(f"CUDA shared memory region '{clip(name)}': no GPU {device_id} on this server")
+        with self._lock:
+            if name in self._cuda or name in self._system:
+                raise AlreadyExists(f"shared memory region '{clip(name)}' already in manager")
+            runtime = self._runtime = self._runtime or CudaRuntime()
+        what = f"CUDA shared memory region '{clip(name)}'"
+        region = CudaRegion(name, device_id, byte_size, runtime.open(raw_handle, device_id, what), runtime)
+        with self._lock:
+            if name in self._cuda or name in self._system:
+                region.close()
+                raise AlreadyExists(f"shared memory region '{clip(name)}' already in manager")
+            self._cuda[name] = region
+
+    def unregister_cuda(self, name: str = "") -> None:
+        """One region, or every one when `name` is empty; the IPC mapping is closed."""
+        with self._lock:
+            gone = [self._cuda.pop(name)] if name in self._cuda else [] if name else list(self._cuda.values())
+            if not name:
+                self._cuda.clear()
+        for region in gone:
+            region.close()
+
+    def cuda_status(self, name: str = "") -> list[CudaRegion]:
+        with self._lock:
+            if not name:
+                return sorted(self._cuda.values(), key=lambda r: r.name)
+            region = self._cuda.get(name)
+        if region is None:
+            raise NotFound(f"Unable to find cuda shared memory region: '{clip(name)}'")
+        return [region]
 
     def _path(self, key: str) -> Path:
         bare = key[1:] if key.startswith("/") else key
         if not bare or "/" in bare or bare in (".", "..") or "\0" in bare:
             raise InvalidInput(
-                f"shared memory key '{clip(key)}' must name an object in {self._root} "
-                "('/name', no other '/')"
+                f"shared memory key '{clip(key)}' must name an object in {self._root} ('/name', no other '/')"
             )
         return self._root / bare
 

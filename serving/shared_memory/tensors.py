@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from serving.core.request import ParamValue
 from serving.errors import InvalidInput
-from serving.shared_memory.regions import SharedMemoryRegions, SystemRegion
+from serving.shared_memory.regions import Region, SharedMemoryRegions
 
 REGION = "shared_memory_region"
 BYTE_SIZE = "shared_memory_byte_size"
@@ -26,13 +26,13 @@ OFFSET = "shared_memory_offset"
 class SharedTensor:
     """A tensor's place in a registered region."""
 
-    region: SystemRegion
+    region: Region
     offset: int
     byte_size: int
     what: str  # "input 'x'" / "output 'y'", for messages
 
-    def read(self) -> memoryview:
-        return self.region.view(self.offset, self.byte_size, self.what)
+    def read(self) -> bytes | memoryview:
+        return self.region.read(self.offset, self.byte_size, self.what)
 
     def write(self, data: bytes | memoryview) -> None:
         size = len(data)
@@ -41,7 +41,7 @@ class SharedTensor:
                 f"{self.what}: {size} bytes do not fit in the {self.byte_size} bytes given in shared memory "
                 f"region '{self.region.name}'"
             )
-        self.region.view(self.offset, size, self.what)[:] = data
+        self.region.write(self.offset, data, self.what)
 
 
 def shared_tensor(
@@ -59,7 +59,7 @@ def shared_tensor(
     offset = _count(parameters, OFFSET, what, required=False)
     if regions is None:
         raise InvalidInput(f"{what}: this endpoint does not serve shared memory")
-    return SharedTensor(regions.system(name, what), offset, byte_size, what)
+    return SharedTensor(regions.region(name, what), offset, byte_size, what)
 
 
 def _count(parameters: Mapping[str, ParamValue], key: str, what: str, required: bool) -> int:

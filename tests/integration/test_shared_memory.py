@@ -205,3 +205,29 @@ def test_perf_analyzer_with_system_shared_memory(
         assert int(after["inference_count"]) > int(before.get("inference_count", 0))
         # perf_analyzer unregisters what it registered when it is done.
         assert client.get_system_shared_memory_status(as_json=True).get("regions", {}) == {}
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="CUDA shared memory needs a GPU")
+def test_cuda_shared_memory_inputs_and_outputs(server: ServerProcess) -> None:
+    """GPU only (runs where a device is lent): device buffers exported with CUDA IPC by this process
+    (torch's storage sharing gives the cudaIpcMemHandle), registered, used for an input and an output."""
+    import torch
+
+    values = torch.tensor([[1.0, 2.0, 3.0, 4.0]], device="cuda:0")
+    result = torch.zeros((1, 4), device="cuda:0")
+    torch.cuda.synchronize()
+    with grpcclient.InferenceServerClient(server.grpc_address) as client:
+        for name, tensor in (("gpu_in", values), ("gpu_out", result)):
+            handle = tensor.untyped_storage()._share_cuda_()[1]  # (device, handle, size, ...)
+            client.register_cuda_shared_memory(name, __import__("base64").b64encode(handle), 0, BYTES_4)
+        status = client.get_cuda_shared_memory_status(as_json=True)["regions"]
+        assert sorted(status) == ["gpu_in", "gpu_out"]
+        tensor = grpcclient.InferInput("x", [1, 4], "FP32")
+        tensor.set_shared_memory("gpu_in", BYTES_4)
+        output = grpcclient.InferRequestedOutput("y")
+        output.set_shared_memory("gpu_out", BYTES_4)
+        client.infer("add", [tensor], outputs=[output])
+        torch.cuda.synchronize()
+        assert torch.equal(result, values + 1.0)
+        client.unregister_cuda_shared_memory()
+        assert client.get_cuda_shared_memory_status(as_json=True).get("regions", {}) == {}

@@ -126,4 +126,18 @@ def test_malformed_parameters_are_invalid_input(params: dict[str, Any]) -> None:
 
 def test_cuda_shared_memory_says_it_needs_a_gpu() -> None:
     with pytest.raises(FailedPrecondition, match="needs a GPU and this server has none"):
-        SharedMemoryRegions(gpu_count=0).register_cuda("c", 0, 64)
+        SharedMemoryRegions(gpu_count=0).register_cuda("c", b"\x00" * 64, 0, 64)
+
+
+def test_a_cuda_handle_that_cannot_be_opened_is_invalid_input_naming_the_cuda_error() -> None:
+    """With a GPU claimed but no usable driver here (or a bogus handle on a GPU), opening fails cleanly."""
+    regions = SharedMemoryRegions(gpu_count=1)
+    with pytest.raises((InvalidInput, FailedPrecondition), match="CUDA"):
+        regions.register_cuda("c", b"\x00" * 64, 0, 64)
+    with pytest.raises(InvalidInput, match="raw_handle must be 64 bytes"):
+        regions.register_cuda("c", b"\x00" * 3, 0, 64)
+    with pytest.raises(InvalidInput, match="no GPU 3"):
+        regions.register_cuda("c", b"\x00" * 64, 3, 64)
+    assert regions.cuda_status() == []
+    with pytest.raises(NotFound):
+        regions.cuda_status("c")

@@ -167,7 +167,7 @@ def _shape_and_dtype(tensor: Mapping[str, Any]) -> tuple[str, tuple[int, ...], s
     return where, tuple(shape), datatype, dtype
 
 
-def _decode_binary_tensor(tensor: Mapping[str, Any], data: memoryview) -> Array:
+def _decode_binary_tensor(tensor: Mapping[str, Any], data: bytes | memoryview) -> Array:
     where, shape, datatype, dtype = _shape_and_dtype(tensor)
     count = int(np.prod(shape, dtype=np.int64))
     if datatype == "BYTES":

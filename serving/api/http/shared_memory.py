@@ -11,13 +11,14 @@ The regions are the facade's (serving/core/service.py): the same ones gRPC regis
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
 from aiohttp import web
 
-from serving.errors import InvalidInput, NotFound
-from serving.quoting import clip
+from serving.errors import InvalidInput
 from serving.shared_memory.regions import SharedMemoryRegions
 
 SYSTEM = "/v2/systemsharedmemory"
@@ -62,19 +63,26 @@ class SharedMemoryRoutes:
         return web.Response(status=200)
 
     async def cuda_status(self, request: web.Request) -> web.Response:
-        name = request.match_info.get("name", "")
-        if name:
-            raise NotFound(f"Unable to find cuda shared memory region: '{clip(name)}'")
-        return _json([])
+        listed = self._regions.cuda_status(request.match_info.get("name", ""))
+        return _json([{"name": r.name, "device_id": r.device_id, "byte_size": r.byte_size} for r in listed])
 
     async def cuda_register(self, request: web.Request) -> web.Response:
         body = await _body(request)
+        handle = body.get("raw_handle")
+        encoded = handle.get("b64") if isinstance(handle, dict) else None
+        if not isinstance(encoded, str):
+            raise InvalidInput("'raw_handle' must be {\"b64\": \"<base64 of the CUDA IPC handle>\"}")
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            raise InvalidInput("'raw_handle.b64' is not valid base64") from None
         device = _count(body, "device_id", required=False)
-        self._regions.register_cuda(request.match_info["name"], device, _count(body, "byte_size"))
+        self._regions.register_cuda(request.match_info["name"], raw, device, _count(body, "byte_size"))
         return web.Response(status=200)
 
     async def cuda_unregister(self, request: web.Request) -> web.Response:
-        return web.Response(status=200)  # nothing can be registered without a GPU: nothing to remove
+        self._regions.unregister_cuda(request.match_info.get("name", ""))
+        return web.Response(status=200)
 
 
 def _json(document: Any) -> web.Response:
