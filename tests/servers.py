@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,3 +92,11 @@ def start_server(
         time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"server not ready after {timeout}s:\n{log_path.read_text(errors='replace')}")
+
+
+def serving(repository: Path, log_path: Path, *extra: str) -> Iterator[ServerProcess]:
+    """For a fixture: `yield from serving(...)` starts the server, hands it over, and at the end stops it
+    and checks it exited cleanly (code 0), printing the end of its log when not."""
+    process = start_server(repository, log_path, *extra)
+    yield process
+    assert process.stop() == 0, process.log()[-3000:]

@@ -73,12 +73,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, scratch: Path) -> Iterator[
     assert process.stop() == 0, process.log()[-3000:]
 
 
-@pytest.fixture()
-def client(server: ServerProcess) -> Iterator[grpcclient.InferenceServerClient]:
-    with grpcclient.InferenceServerClient(server.grpc_address) as c:
-        yield c
-
-
 def infer(client: grpcclient.InferenceServerClient, name: str, width: int = 4) -> np.ndarray:
     data = np.zeros((1, width), dtype=np.float32)
     tensor = grpcclient.InferInput("x", [1, width], "FP32")

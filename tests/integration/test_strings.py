@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 from serving.proto import inference_pb2 as pb
 from serving.proto import inference_pb2_grpc
 from tests.model_factory import STRING_IDENTITY_CONFIG, write_string_identity_model
-from tests.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, serving
 
 pytestmark = pytest.mark.integration
 
@@ -41,15 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     (root / "strings").mkdir()
     (root / "strings" / "config.pbtxt").write_text(STRING_IDENTITY_CONFIG)
     write_string_identity_model(root / "strings" / "1" / "model.onnx")
-    process = start_server(root, tmp_path_factory.mktemp("strings") / "server.log")
-    yield process
-    assert process.stop() == 0, process.log()[-3000:]
-
-
-@pytest.fixture()
-def client(server: ServerProcess) -> Iterator[grpcclient.InferenceServerClient]:
-    with grpcclient.InferenceServerClient(server.grpc_address) as c:
-        yield c
+    yield from serving(root, tmp_path_factory.mktemp("strings") / "server.log")
 
 
 def _infer(client: grpcclient.InferenceServerClient, items: list[bytes]) -> list[bytes]:

@@ -14,7 +14,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, serving
 from tests.torch_string_models import SUFFIX, AppendSuffix, write_scripted
 
 pytestmark = [
@@ -40,15 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     (root / MODEL).mkdir()
     (root / MODEL / "config.pbtxt").write_text(CONFIG)
     write_scripted(AppendSuffix(), root / MODEL / "1" / "model.pt")
-    process = start_server(root, tmp_path_factory.mktemp("torch_strings") / "server.log")
-    yield process
-    assert process.stop() == 0, process.log()[-3000:]
-
-
-@pytest.fixture()
-def client(server: ServerProcess) -> Iterator[grpcclient.InferenceServerClient]:
-    with grpcclient.InferenceServerClient(server.grpc_address) as c:
-        yield c
+    yield from serving(root, tmp_path_factory.mktemp("torch_strings") / "server.log")
 
 
 def infer(client: grpcclient.InferenceServerClient, rows: list[tuple[bytes, bytes]]) -> np.ndarray:

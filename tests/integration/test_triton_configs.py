@@ -28,7 +28,7 @@ from tests.model_factory import (
     write_simple_string_model,
     write_string_identity_model,
 )
-from tests.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, serving
 
 pytestmark = pytest.mark.integration
 
@@ -110,15 +110,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         {"densenet_labels.txt": labels},
     )
     write_model(root, "add_reshaped", RESHAPED_ADD, lambda path: write_add_model(path, 4, 1.0))
-    process = start_server(root, tmp_path_factory.mktemp("configs") / "server.log")
-    yield process
-    assert process.stop() == 0, process.log()[-3000:]
-
-
-@pytest.fixture()
-def client(server: ServerProcess) -> Iterator[grpcclient.InferenceServerClient]:
-    with grpcclient.InferenceServerClient(server.grpc_address) as c:
-        yield c
+    yield from serving(root, tmp_path_factory.mktemp("configs") / "server.log")
 
 
 def infer_strings(

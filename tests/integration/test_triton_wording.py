@@ -19,7 +19,7 @@ from serving.api.codec import build_infer_request
 from serving.proto import inference_pb2 as pb
 from serving.proto import inference_pb2_grpc
 from tests.model_factory import add_model_config, write_add_repository
-from tests.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, serving
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +33,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     write_add_repository(root, "slow", config=add_model_config("slow", batching=SLOW))
     write_add_repository(root, "broken")
     (root / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx file")
-    process = start_server(root, tmp_path_factory.mktemp("wording") / "server.log")
-    yield process
-    assert process.stop() == 0, process.log()[-3000:]
-
-
-@pytest.fixture()
-def client(server: ServerProcess) -> Iterator[grpcclient.InferenceServerClient]:
-    with grpcclient.InferenceServerClient(server.grpc_address) as c:
-        yield c
+    yield from serving(root, tmp_path_factory.mktemp("wording") / "server.log")
 
 
 def error_of(call: object) -> InferenceServerException:
