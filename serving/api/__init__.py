@@ -1,1 +1,1 @@
-"""gRPC servicers and the proto ⇄ domain codecs. Only this package imports grpc."""
+"""Transports: gRPC servicers, the HTTP front end (api/http), proto/JSON ⇄ domain codecs, error statuses."""

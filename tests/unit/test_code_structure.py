@@ -60,3 +60,14 @@ def test_no_module_over_400_lines() -> None:
         name: n for name, path in _modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_every_package_says_what_it_owns_and_is_in_the_architecture_page() -> None:
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    for init in sorted((ROOT / "serving").glob("*/__init__.py")):
+        package = init.parent.name
+        if package == "proto":
+            continue
+        docstring = ast.get_docstring(ast.parse(init.read_text()))
+        assert docstring, f"serving/{package}/__init__.py says nothing about what it owns"
+        assert f"| `serving/{package}/` |" in page, f"docs/architecture.md's package table lacks serving/{package}/"
