@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from serving.admin.operations import ModelAdmin
 from serving.api.admin_servicer import ModelAdminServicer
-from serving.api.auth import AdminTokenInterceptor, read_token
+from serving.api.auth import AdminGuard, AdminGuardInterceptor, read_token
 from serving.api.http.server import HttpFrontEnd
 from serving.api.inference_servicer import InferenceServicer
 from serving.api.instrumentation import Monitoring
@@ -85,6 +85,8 @@ class ServingServer:
             if settings.model_control_mode == POLL
             else None
         )
+        token_file = settings.admin_token_file  # admin calls: this token, or loopback peers only
+        self._guard = AdminGuard(None if token_file is None else read_token(token_file))
         self._grpc = self._grpc_server()
         dataplane = DataPlane(self.registry, self.traffic, self.shadows)
         self.service = InferenceService(
@@ -95,14 +97,13 @@ class ServingServer:
             SharedMemoryRegions(gpu_count=self.inventory.gpu_count),
         )
         servicer = InferenceServicer(self.service, requests=self.monitoring.requests)
-        token_file = settings.admin_token_file
         self._http = (
             HttpFrontEnd(
                 self.service,
                 max_body_bytes=settings.max_message_bytes,
                 shutdown_timeout_s=settings.grace_period_s,
                 requests=self.monitoring.requests,
-                admin_token=None if token_file is None else read_token(token_file),
+                admin_guard=self._guard,
             )
             if settings.http_port is not None
             else None
@@ -118,10 +119,8 @@ class ServingServer:
         self.ports = BoundPorts(grpc=0, metrics=None)
 
     def _grpc_server(self) -> grpc.aio.Server:
-        token_file = self.settings.admin_token_file
-        interceptors = [AdminTokenInterceptor(read_token(token_file))] if token_file is not None else []
         return grpc.aio.server(
-            interceptors=[*self.monitoring.interceptors(), *interceptors],
+            interceptors=[*self.monitoring.interceptors(), AdminGuardInterceptor(self._guard)],
             options=[
                 ("grpc.max_receive_message_length", self.settings.max_message_bytes),
                 ("grpc.max_send_message_length", self.settings.max_message_bytes),
