@@ -79,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="admin calls need 'authorization: Bearer <token in this file>'",
     )
     serve.add_argument(
+        "--tls-cert", type=Path, default=_env("tls_cert", None), help="server certificate (PEM): TLS only"
+    )
+    serve.add_argument("--tls-key", type=Path, default=_env("tls_key", None), help="its private key (PEM)")
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=_env("tls_client_ca", None),
+        help="mutual TLS: clients must present a certificate signed by this CA (PEM)",
+    )
+    serve.add_argument(
         "--max-message-bytes", type=int, default=int(_env("max_message_bytes", 64 * 1024 * 1024))
     )
     serve.add_argument(
@@ -162,6 +172,9 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         admin_port=args.admin_port,
         admin_host=args.admin_host,
         admin_token_file=None if args.admin_token_file is None else Path(args.admin_token_file),
+        tls_cert=None if args.tls_cert is None else Path(args.tls_cert),
+        tls_key=None if args.tls_key is None else Path(args.tls_key),
+        tls_client_ca=None if args.tls_client_ca is None else Path(args.tls_client_ca),
     )
 
 
