@@ -172,3 +172,27 @@ def test_server_tls_flags_are_checked(tmp_path: Path, certs: Certificates) -> No
     for flags, message in cases.items():
         result = subprocess.run([*base, *flags], capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert result.returncode == 2 and message in result.stderr, (flags, result.stderr)
+
+
+def loadtest(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "loadtests", "run", "--model", "m", "--concurrency", "2"]
+    command += ["--duration", "1s", "--warmup", "0s", "--progress", "none", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_loadtests_over_mutual_tls(mtls_server: ServerProcess, certs: Certificates) -> None:
+    url = ("--url", mtls_server.grpc_address)
+    tls = (
+        "--tls-ca",
+        str(certs.ca),
+        "--tls-cert",
+        str(certs.client.cert),
+        "--tls-key",
+        str(certs.client.key),
+    )
+    result = loadtest(*url, *tls, "--slo", "errors<=0")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    plain = loadtest(*url)
+    assert plain.returncode != 0 and "UNAVAILABLE" in plain.stdout + plain.stderr
+    half = loadtest(*url, "--tls-ca", str(certs.ca), "--tls-key", str(certs.client.key))
+    assert half.returncode != 0 and "--tls-cert and --tls-key" in half.stdout + half.stderr
