@@ -4,6 +4,7 @@ plaintext clients and clients without a trusted certificate are refused on gRPC 
 
 from __future__ import annotations
 
+import os
 import ssl
 import subprocess
 import sys
@@ -196,3 +197,16 @@ def test_loadtests_over_mutual_tls(mtls_server: ServerProcess, certs: Certificat
     assert plain.returncode != 0 and "UNAVAILABLE" in plain.stdout + plain.stderr
     half = loadtest(*url, "--tls-ca", str(certs.ca), "--tls-key", str(certs.client.key))
     assert half.returncode != 0 and "--tls-cert and --tls-key" in half.stdout + half.stderr
+
+
+def test_the_container_health_check_over_mutual_tls(mtls_server: ServerProcess, certs: Certificates) -> None:
+    script = [sys.executable, str(ROOT / "deploy" / "docker" / "healthcheck.py"), mtls_server.grpc_address]
+    plain = subprocess.run(script, capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 1 and "UNAVAILABLE" in plain.stdout
+    env = {
+        "SERVING_HEALTHCHECK_TLS_CA": str(certs.ca),
+        "SERVING_HEALTHCHECK_TLS_CERT": str(certs.client.cert),
+        "SERVING_HEALTHCHECK_TLS_KEY": str(certs.client.key),
+    }
+    result = subprocess.run(script, capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    assert result.returncode == 0 and "SERVING" in result.stdout, result.stdout + result.stderr
