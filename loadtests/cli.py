@@ -15,6 +15,7 @@ from loadtests.keys import parse_keys
 from loadtests.plan import LoadShape, TargetSpec, Timing
 from loadtests.progress import MODES
 from loadtests.units import parse_duration, parse_rate
+from loadtests.wire import TlsFiles, read_tls
 
 DEFAULT_URL = "127.0.0.1:8001"
 
@@ -51,6 +52,11 @@ def _target_arguments(parser: argparse.ArgumentParser, levels: bool, model_requi
         "--expect-split", help="expected version weights, e.g. 1=90,2=10 (checked, gates the run)"
     )
     group.add_argument("--timeout", default="10s", help="per-request deadline (default 10s)")
+    tls = parser.add_argument_group("TLS (a server started with --tls-cert)")
+    tls.add_argument("--tls", action="store_true", help="TLS, trusting the system's CAs")
+    tls.add_argument("--tls-ca", help="the CA that signed the server's certificate (PEM)")
+    tls.add_argument("--tls-cert", help="mutual TLS: this client's certificate (PEM)")
+    tls.add_argument("--tls-key", help="mutual TLS: its private key (PEM)")
 
 
 def _run_arguments(parser: argparse.ArgumentParser, duration: str = "10s") -> None:
@@ -178,6 +184,10 @@ def target_spec(args: argparse.Namespace, load: LoadShape, version: str | None =
     )
 
 
+def tls_of(args: argparse.Namespace) -> TlsFiles | None:
+    """The --tls* flags' files, read now (ValueError naming the flag); None: plaintext."""
+    return read_tls(args.tls_ca, args.tls_cert, args.tls_key, args.tls)
+
+
 def timing(args: argparse.Namespace) -> Timing:
     return Timing(parse_duration(args.duration), parse_duration(args.warmup), parse_duration(args.interval))
-

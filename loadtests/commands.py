@@ -16,6 +16,7 @@ from loadtests.cli import (
     parse_weights,
     target_spec,
     timing,
+    tls_of,
 )
 from loadtests.compare import (
     Side,
@@ -86,12 +87,13 @@ def _plan(args: argparse.Namespace, targets: Any) -> RunPlan:
         connections=max(1, args.connections),
         seed=args.seed,
         max_inflight=args.max_inflight,
+        tls=tls_of(args),
     )
 
 
 async def run_command(args: argparse.Namespace) -> int:
     spec = target_spec(args, load_shape(args))
-    targets = await prepare(args.url, [spec], args.seed)
+    targets = await prepare(args.url, [spec], args.seed, tls_of(args))
     slo = parse_slo(args.slo) if args.slo else None
     result = await execute(_plan(args, targets), progress=make_progress(args.progress), slo=slo)
     return _report_run(result, args)
@@ -111,7 +113,7 @@ async def sweep_command(args: argparse.Namespace) -> int:
     first = (
         LoadShape(concurrency=int(levels[0])) if closed else LoadShape(rate=levels[0], poisson=args.poisson)
     )
-    targets = await prepare(args.url, [target_spec(args, first)], args.seed)
+    targets = await prepare(args.url, [target_spec(args, first)], args.seed, tls_of(args))
     result = await sweep(
         _plan(args, targets), levels, parse_slo(args.slo), lambda _: make_progress(args.progress)
     )
@@ -183,7 +185,8 @@ def _mirror_saved_load(args: argparse.Namespace, document: dict[str, Any]) -> No
 async def _live_sides(args: argparse.Namespace, versions: dict[str, str]) -> dict[str, Side]:
     """Alternate the live versions in blocks (A B, B A, …) under the same load."""
     specs = {name: target_spec(args, load_shape(args), version) for name, version in versions.items()}
-    prepared = {name: (await prepare(args.url, [spec], args.seed))[0] for name, spec in specs.items()}
+    tls = tls_of(args)
+    prepared = {name: (await prepare(args.url, [spec], args.seed, tls))[0] for name, spec in specs.items()}
     blocks: dict[str, list[RunResult]] = {name: [] for name in versions}
     order = list(versions)
     for round_index in range(max(1, args.rounds)):

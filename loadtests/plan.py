@@ -14,7 +14,7 @@ import grpc
 from loadtests.inputs import InputSpec, build_bodies
 from loadtests.keys import KeyDistribution
 from loadtests.slo import Slo
-from loadtests.wire import aio_channel, fetch_metadata
+from loadtests.wire import TlsFiles, aio_channel, fetch_metadata
 
 
 class PlanError(ValueError):
@@ -131,14 +131,17 @@ class RunPlan:
     connections: int = 1
     seed: int = 0
     max_inflight: int = 10_000
+    tls: TlsFiles | None = None  # None: plaintext
 
     def with_targets(self, targets: Sequence[PreparedTarget]) -> RunPlan:
         return replace(self, targets=tuple(targets))
 
 
-async def prepare(url: str, specs: Sequence[TargetSpec], seed: int) -> tuple[PreparedTarget, ...]:
+async def prepare(
+    url: str, specs: Sequence[TargetSpec], seed: int, tls: TlsFiles | None = None
+) -> tuple[PreparedTarget, ...]:
     """Fetch each model's metadata and build its request bodies; PlanError when the server refuses."""
-    channel = aio_channel(url)
+    channel = aio_channel(url, tls=tls)
     try:
         prepared = []
         for index, spec in enumerate(specs):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -58,8 +59,42 @@ def channel_options(separate_connection: bool = False) -> list[tuple[str, int]]:
     return options
 
 
-def aio_channel(url: str, separate_connection: bool = False) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(url, options=channel_options(separate_connection))
+@dataclass(frozen=True)
+class TlsFiles:
+    """A TLS client's PEM contents, read once up front (they travel to the worker processes): the CA
+    that signed the server's certificate (None: the system's roots) and, for mutual TLS, the client's
+    certificate and key."""
+
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(self.ca, self.key, self.cert)
+
+
+def read_tls(ca: str | None, cert: str | None, key: str | None, enabled: bool = False) -> TlsFiles | None:
+    """TLS when any file is given (or `enabled`: the system's roots); None: plaintext. ValueError
+    naming the flag when a file cannot be read or only one of cert and key is given."""
+    if ca is None and cert is None and key is None and not enabled:
+        return None
+    if (cert is None) != (key is None):
+        raise ValueError("--tls-cert and --tls-key: give both, or neither")
+    contents: dict[str, bytes | None] = {}
+    for flag, path in (("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            contents[flag] = None if path is None else Path(path).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"{flag}: cannot read {path}: {exc.strerror}") from None
+    return TlsFiles(contents["--tls-ca"], contents["--tls-cert"], contents["--tls-key"])
+
+
+def aio_channel(url: str, separate_connection: bool = False, tls: TlsFiles | None = None) -> grpc.aio.Channel:
+    """A channel to `url`: plaintext, or TLS with `tls`."""
+    options = channel_options(separate_connection)
+    if tls is None:
+        return grpc.aio.insecure_channel(url, options=options)
+    return grpc.aio.secure_channel(url, tls.credentials(), options=options)
 
 
 def infer_method(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable:

@@ -65,7 +65,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 async def _worker(plan: RunPlan, worker: int, control: WorkerControl) -> None:
     channels = [
-        aio_channel(plan.url, separate_connection=plan.connections > 1) for _ in range(plan.connections)
+        aio_channel(plan.url, separate_connection=plan.connections > 1, tls=plan.tls)
+        for _ in range(plan.connections)
     ]
     try:
         for channel in channels:

@@ -79,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="admin calls need 'authorization: Bearer <token in this file>'",
     )
     serve.add_argument(
+        "--tls-cert", type=Path, default=_env("tls_cert", None), help="server certificate (PEM): TLS only"
+    )
+    serve.add_argument("--tls-key", type=Path, default=_env("tls_key", None), help="its private key (PEM)")
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=_env("tls_client_ca", None),
+        help="mutual TLS: clients must present a certificate signed by this CA (PEM)",
+    )
+    serve.add_argument(
         "--max-message-bytes", type=int, default=int(_env("max_message_bytes", 64 * 1024 * 1024))
     )
     serve.add_argument(
@@ -112,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     build = models_sub.add_parser("build", help="build the example models (idempotent)")
     build.add_argument("--model-repository", type=Path, default=Path("models"))
     build.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    build.add_argument(
+        "--allow-build-script",
+        action="store_true",
+        help="run the repository's own build.py (Python code, run with your rights; default: only the "
+        "project's example builder, models/build.py, is run)",
+    )
     return parser
 
 
@@ -162,6 +178,9 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         admin_port=args.admin_port,
         admin_host=args.admin_host,
         admin_token_file=None if args.admin_token_file is None else Path(args.admin_token_file),
+        tls_cert=None if args.tls_cert is None else Path(args.tls_cert),
+        tls_key=None if args.tls_key is None else Path(args.tls_key),
+        tls_client_ca=None if args.tls_client_ca is None else Path(args.tls_client_ca),
     )
 
 
@@ -188,10 +207,29 @@ def _run(coro: Any) -> None:
         uvloop.run(coro)
 
 
-def build_models(repository: Path, force: bool) -> int:
+PROJECT_BUILDER = Path(__file__).resolve().parent.parent / "models" / "build.py"
+
+
+def builder_script(repository: Path, allow_build_script: bool) -> Path:
+    """The build.py to run: the project's own example builder (models/build.py), or with
+    --allow-build-script the repository's own; ValueError saying why otherwise. A build script is
+    Python, run with the caller's rights: a repository from elsewhere must not run code by default."""
     script = repository / "build.py"
     if not script.is_file():
-        print(f"serving models build: {script} not found", file=sys.stderr)
+        raise ValueError(f"{script} not found")
+    if script.resolve() == PROJECT_BUILDER or allow_build_script:
+        return script
+    raise ValueError(
+        f"{script} is not the project's example builder ({PROJECT_BUILDER}): it is code from the model "
+        "repository, run with your rights; read it, then run again with --allow-build-script to run it"
+    )
+
+
+def build_models(repository: Path, force: bool, allow_build_script: bool = False) -> int:
+    try:
+        script = builder_script(repository, allow_build_script)
+    except ValueError as exc:
+        print(f"serving models build: {exc}", file=sys.stderr)
         return 2
     spec = importlib.util.spec_from_file_location("serving_models_build", script)
     assert spec is not None and spec.loader is not None
@@ -207,7 +245,7 @@ def build_models(repository: Path, force: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "models":
-        return build_models(args.model_repository, args.force)
+        return build_models(args.model_repository, args.force, args.allow_build_script)
     if args.command == "ctl":
         return ctl.run(args)
     try:

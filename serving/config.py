@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serving.api.tls import ServerTls, check_server_files
+
 MODEL_CONTROL_MODES = ("none", "explicit", "poll")
 LOG_FORMATS = ("text", "json")
 
@@ -30,6 +32,9 @@ class ServerSettings:
     admin_port: int | None = None  # None = the admin service shares the gRPC port; 0 = any free port
     admin_host: str = "127.0.0.1"  # where a separate admin port binds
     admin_token_file: Path | None = None  # admin calls need `authorization: Bearer <token>` when set
+    tls_cert: Path | None = None  # with tls_key: every port but /metrics serves TLS only
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # mutual TLS: clients need a certificate signed by this CA
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -58,6 +63,7 @@ class ServerSettings:
             raise ValueError(f"repository_poll_secs: must be > 0, got {self.repository_poll_secs}")
         if self.admin_token_file is not None and not self.admin_token_file.is_file():
             raise ValueError(f"admin_token_file: {self.admin_token_file} is not a file")
+        check_server_files(self.tls_cert, self.tls_key, self.tls_client_ca)
         if not 0.0 <= self.access_log_sample_rate <= 1.0:
             rate = self.access_log_sample_rate
             raise ValueError(f"access_log_sample_rate: must be within [0, 1], got {rate}")
@@ -65,3 +71,8 @@ class ServerSettings:
             raise ValueError(f"torch_threads: must be >= 1, got {self.torch_threads}")
         if not self.drift_interval_s > 0:
             raise ValueError(f"drift_interval_s: must be > 0, got {self.drift_interval_s}")
+
+    @property
+    def tls(self) -> ServerTls | None:
+        """The ports' TLS, or None for plaintext (checked when the settings were made)."""
+        return check_server_files(self.tls_cert, self.tls_key, self.tls_client_ca)

@@ -1,6 +1,6 @@
 """`serving ctl`: the operator's command line for a running server (admin API + KServe load/unload).
 
-    serving ctl [--url HOST:PORT] [--token-file FILE] COMMAND ...
+    serving ctl [--url HOST:PORT] [--token-file FILE] [--tls-ca CA --tls-cert CERT --tls-key KEY] COMMAND ...
       index                               models, versions and states of the repository
       versions MODEL                      each version: state, traffic share, queue, load time, reason
       policy MODEL                        the traffic policy in force
@@ -33,6 +33,7 @@ from typing import Any
 import grpc
 
 from serving.api.auth import read_token
+from serving.api.tls import client_tls
 from serving.proto import admin_pb2 as apb
 from serving.proto import admin_pb2_grpc, inference_pb2_grpc
 from serving.proto import inference_pb2 as ipb
@@ -247,6 +248,7 @@ def add_parser(sub: Any) -> None:
         "--token-file", type=Path, default=os.environ.get("SERVING_ADMIN_TOKEN_FILE"), help="admin token"
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call (load: 600)")
+    add_tls_arguments(parser)
     commands = parser.add_subparsers(dest="ctl_command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Command, help_text: str, model: bool = True) -> argparse.ArgumentParser:
@@ -276,6 +278,26 @@ def add_parser(sub: Any) -> None:
     command("unload", cmd_unload, "drain, then unload MODEL")
 
 
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    """The client's TLS flags (serving ctl, loadtests): any of them turns TLS on."""
+    group = parser.add_argument_group("TLS (a server started with --tls-cert)")
+    group.add_argument("--tls", action="store_true", help="TLS, trusting the system's CAs")
+    group.add_argument("--tls-ca", type=Path, help="the CA that signed the server's certificate (PEM)")
+    group.add_argument("--tls-cert", type=Path, help="mutual TLS: this client's certificate (PEM)")
+    group.add_argument("--tls-key", type=Path, help="mutual TLS: its private key (PEM)")
+
+
+def open_channel(args: argparse.Namespace) -> grpc.Channel:
+    """A channel to args.url: TLS when a TLS flag is given; ValueError on unusable TLS files."""
+    tls = client_tls(args.tls_ca, args.tls_cert, args.tls_key, args.tls)
+    if tls is None:
+        return grpc.insecure_channel(args.url)
+    try:
+        return grpc.secure_channel(args.url, tls.grpc_credentials())
+    except OSError as exc:
+        raise ValueError(f"TLS files: {exc}") from None
+
+
 def _metadata(token_file: Path | None) -> list[tuple[str, str]]:
     metadata = [("x-operator", f"{getpass.getuser()}@{socket.gethostname()}")]
     if token_file is not None:
@@ -286,10 +308,11 @@ def _metadata(token_file: Path | None) -> list[tuple[str, str]]:
 def run(args: argparse.Namespace) -> int:
     try:
         metadata = _metadata(args.token_file)
+        channel = open_channel(args)
     except ValueError as exc:
         print(f"serving ctl: {exc}", file=sys.stderr)
         return 2
-    with grpc.insecure_channel(args.url) as channel:
+    with channel:
         client = Client(
             admin_pb2_grpc.ModelAdminStub(channel),  # type: ignore[no-untyped-call]
             inference_pb2_grpc.GRPCInferenceServiceStub(channel),  # type: ignore[no-untyped-call]

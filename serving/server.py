@@ -22,10 +22,11 @@ from prometheus_client import CollectorRegistry
 
 from serving.admin.operations import ModelAdmin
 from serving.api.admin_servicer import ModelAdminServicer
-from serving.api.auth import AdminTokenInterceptor, read_token
+from serving.api.auth import AdminGuard, AdminGuardInterceptor, read_token
 from serving.api.http.server import HttpFrontEnd
 from serving.api.inference_servicer import InferenceServicer
 from serving.api.instrumentation import Monitoring
+from serving.api.tls import ServerTls
 from serving.backends.base import Backend, Placement, TensorDecl
 from serving.backends.devices import DeviceInventory, detect_inventory, plan_placements
 from serving.backends.loader import create_backend, gpu_capable
@@ -85,6 +86,8 @@ class ServingServer:
             if settings.model_control_mode == POLL
             else None
         )
+        token_file = settings.admin_token_file  # admin calls: this token, or loopback peers only
+        self._guard = AdminGuard(None if token_file is None else read_token(token_file))
         self._grpc = self._grpc_server()
         dataplane = DataPlane(self.registry, self.traffic, self.shadows)
         self.service = InferenceService(
@@ -95,14 +98,13 @@ class ServingServer:
             SharedMemoryRegions(gpu_count=self.inventory.gpu_count),
         )
         servicer = InferenceServicer(self.service, requests=self.monitoring.requests)
-        token_file = settings.admin_token_file
         self._http = (
             HttpFrontEnd(
                 self.service,
                 max_body_bytes=settings.max_message_bytes,
                 shutdown_timeout_s=settings.grace_period_s,
                 requests=self.monitoring.requests,
-                admin_token=None if token_file is None else read_token(token_file),
+                admin_guard=self._guard,
             )
             if settings.http_port is not None
             else None
@@ -118,10 +120,8 @@ class ServingServer:
         self.ports = BoundPorts(grpc=0, metrics=None)
 
     def _grpc_server(self) -> grpc.aio.Server:
-        token_file = self.settings.admin_token_file
-        interceptors = [AdminTokenInterceptor(read_token(token_file))] if token_file is not None else []
         return grpc.aio.server(
-            interceptors=[*self.monitoring.interceptors(), *interceptors],
+            interceptors=[*self.monitoring.interceptors(), AdminGuardInterceptor(self._guard)],
             options=[
                 ("grpc.max_receive_message_length", self.settings.max_message_bytes),
                 ("grpc.max_send_message_length", self.settings.max_message_bytes),
@@ -163,17 +163,19 @@ class ServingServer:
 
             set_torch_threads(self.settings.torch_threads)
         address = f"{self.settings.host}:{self.settings.grpc_port}"
-        self.ports.grpc = self._grpc.add_insecure_port(address)
+        tls = self.settings.tls  # every port but /metrics: TLS only when set (serving/api/tls.py)
+        self.ports.grpc = _bind(self._grpc, address, tls)
         if self.ports.grpc == 0:
             raise OSError(f"cannot bind gRPC on {address}")
         if self.settings.admin_port is not None:
             admin_address = f"{self.settings.admin_host}:{self.settings.admin_port}"
-            self.ports.admin = self._admin_grpc.add_insecure_port(admin_address)
+            self.ports.admin = _bind(self._admin_grpc, admin_address, tls)
             if self.ports.admin == 0:
                 raise OSError(f"cannot bind the admin service on {admin_address}")
         self.ports.metrics = self.monitoring.start(self.settings.host, self.settings.metrics_port)
         if self._http is not None and self.settings.http_port is not None:
-            self.ports.http = await self._http.start(self.settings.host, self.settings.http_port)
+            context = None if tls is None else tls.ssl_context()
+            self.ports.http = await self._http.start(self.settings.host, self.settings.http_port, context)
         await self._grpc.start()
         if self._admin_grpc is not self._grpc:
             await self._admin_grpc.start()
@@ -216,6 +218,12 @@ class ServingServer:
 
     async def wait_for_termination(self) -> None:
         await self._grpc.wait_for_termination()
+
+
+def _bind(server: grpc.aio.Server, address: str, tls: ServerTls | None) -> int:
+    if tls is None:
+        return int(server.add_insecure_port(address))
+    return int(server.add_secure_port(address, tls.grpc_credentials()))
 
 
 def create_server(settings: ServerSettings, inventory: DeviceInventory | None = None) -> ServingServer:

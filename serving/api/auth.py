@@ -1,14 +1,22 @@
-"""Bearer-token protection of the admin calls (`--admin-token-file`); inference calls never need it.
+"""Who may change what the server serves: the admin calls, guarded on gRPC and HTTP alike.
 
 Protected: every method of serving.admin.ModelAdmin, and KServe's RepositoryModelLoad and
-RepositoryModelUnload (they change what the server serves). A call must carry the metadata
-`authorization: Bearer <token>`; the token is compared in constant time. Anything else is refused
-with UNAUTHENTICATED (errors.Unauthenticated, mapped in serving/api/status.py) before the handler runs.
+RepositoryModelUnload (gRPC and their HTTP routes): they change what the server serves. Inference,
+metadata, health and the repository index are never guarded.
+
+- With a token (`--admin-token-file`): a call must carry `authorization: Bearer <token>`, compared in
+  constant time (hmac.compare_digest), from any address.
+- Without one (the default): only loopback peers (127.0.0.0/8, ::1, a unix socket) are served; any
+  other peer is refused, with a message saying that a token is required to administer from there.
+
+A refusal is UNAUTHENTICATED (errors.Unauthenticated; HTTP 401, serving/api/status.py) before the
+handler runs, so a refused call changes nothing.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +25,7 @@ import grpc
 
 from serving.api.status import message_of, status_of
 from serving.errors import Unauthenticated
+from serving.quoting import clip
 
 ADMIN_SERVICE_PREFIX = "/serving.admin.ModelAdmin/"
 PROTECTED_METHODS = frozenset(
@@ -27,6 +36,7 @@ PROTECTED_METHODS = frozenset(
 )
 AUTHORIZATION = "authorization"
 BEARER = "bearer "
+Behaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 def read_token(path: Path) -> str:
@@ -56,9 +66,73 @@ def bearer_token(metadata: Any) -> str:
     return ""
 
 
-class AdminTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, token: str) -> None:
-        self._token = token.encode()
+def is_loopback_address(host: str | None) -> bool:
+    """True for a loopback IP (127.0.0.0/8, ::1, and IPv4-mapped ::ffff:127.x); False otherwise."""
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def is_loopback_peer(peer: str) -> bool:
+    """A gRPC peer string ("ipv4:127.0.0.1:5000", "ipv6:[::1]:5000", "unix:/path") from this machine."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("unix", "unix-abstract"):
+        return True
+    if kind == "ipv4":
+        return is_loopback_address(rest.rpartition(":")[0])
+    if kind == "ipv6":
+        host = rest.rpartition("]")[0].lstrip("[") if rest.startswith("[") else rest.rpartition(":")[0]
+        return is_loopback_address(host)
+    return False
+
+
+class AdminGuard:
+    """The one decision: may this call administer the server? Raises Unauthenticated if not."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = None if token is None else token.encode()
+
+    @property
+    def needs_token(self) -> bool:
+        return self._token is not None
+
+    def check_token(self, what: str, presented: str) -> None:
+        if self._token is None:
+            return
+        given = presented.encode()
+        if given and hmac.compare_digest(given, self._token):
+            return
+        reason = "wrong admin token" if given else "missing admin token (authorization: Bearer <token>)"
+        raise Unauthenticated(f"{clip(what)}: {reason}")
+
+    def check_peer(self, what: str, peer: str, loopback: bool) -> None:
+        """Without a token, only loopback peers administer (with one, check_token decides)."""
+        if self._token is None and not loopback:
+            raise Unauthenticated(
+                f"{clip(what)}: refused for {clip(peer)}: without an admin token the admin API is served "
+                "only to loopback clients; start the server with --admin-token-file to administer it "
+                "from other addresses"
+            )
+
+    def check_http(self, path: str, remote: str | None, headers: Any) -> None:
+        """An HTTP repository call: `remote` is aiohttp's request.remote, `headers` its items()."""
+        self.check_peer(path, remote or "unknown peer", is_loopback_address(remote))
+        self.check_token(path, bearer_token(headers))
+
+
+class AdminGuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Applies the AdminGuard to the protected gRPC methods: the token from the call's metadata; the
+    peer (known only inside the call, `context.peer()`) by wrapping the handler when no token is set."""
+
+    def __init__(self, guard: AdminGuard) -> None:
+        self._guard = guard
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -68,11 +142,37 @@ class AdminTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method = handler_call_details.method
         if not is_protected(method):
             return await continuation(handler_call_details)
-        presented = bearer_token(handler_call_details.invocation_metadata).encode()
-        if presented and hmac.compare_digest(presented, self._token):
+        if self._guard.needs_token:
+            try:
+                self._guard.check_token(method, bearer_token(handler_call_details.invocation_metadata))
+            except Unauthenticated as exc:
+                return _refusal(exc)
             return await continuation(handler_call_details)
-        reason = "wrong admin token" if presented else "missing admin token (authorization: Bearer <token>)"
-        return _refusal(Unauthenticated(f"{method}: {reason}"))
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            outer = grpc.unary_unary_rpc_method_handler(
+                self._loopback_only(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+            cached = self._wrapped[method] = (handler, outer)
+        return cached[1]
+
+    def _loopback_only(self, method: str, behaviour: Behaviour) -> Behaviour:
+        guard = self._guard
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            peer = context.peer() or ""
+            try:
+                guard.check_peer(method, peer, is_loopback_peer(peer))
+            except Unauthenticated as exc:
+                await context.abort(status_of(exc), message_of(exc))
+            return await behaviour(request, context)
+
+        return guarded
 
 
 def _refusal(error: Unauthenticated) -> grpc.RpcMethodHandler:

@@ -25,6 +25,7 @@ Parameters (config.pbtxt `parameters`, all strings):
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -116,6 +117,7 @@ def load_module(model_file: Path, device: torch.device) -> torch.nn.Module:
         raise ModelConfigError(f"{model_file}: model file not found")
     try:
         if model_file.suffix == ".pt2":
+            restrict_unpickling()
             program = torch.export.load(model_file)
             return move_to_device_pass(program, device).module()
         module: torch.nn.Module = torch.jit.load(str(model_file), map_location=device)  # type: ignore[no-untyped-call]
@@ -123,6 +125,15 @@ def load_module(model_file: Path, device: torch.device) -> torch.nn.Module:
         return module
     except Exception as exc:
         raise ModelConfigError(f"{model_file}: torch cannot load the model: {exc}") from exc
+
+
+def restrict_unpickling() -> None:
+    """torch.export.load unpickles some weights with weights_only=False (and retries failed loads that
+    way), so a crafted .pt2 could run code. torch's own switch forces every torch.load in the process to
+    weights_only=True; the server never needs more. An operator who set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
+    chose otherwise (the two together are refused by torch), and is left alone (docs/security.md)."""
+    if "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ:
+        os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
 
 
 def set_torch_threads(threads: int) -> None:

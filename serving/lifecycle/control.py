@@ -20,10 +20,10 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from serving.errors import NotFound, ServingError, Unavailable
+from serving.errors import InvalidInput, ModelConfigError, NotFound, ServingError, Unavailable
 from serving.lifecycle.override import LoadOverride, spec_from_override
 from serving.lifecycle.registry import ModelRegistry
-from serving.lifecycle.repository import ModelSpec
+from serving.lifecycle.repository import ModelSpec, check_model_name
 from serving.quoting import clip
 from serving.traffic.router import TrafficControl
 from serving.traffic.shadow import ShadowRunner
@@ -57,6 +57,7 @@ class ModelControl:
         (serving/lifecycle/override.py) replaces config.pbtxt, and with files the model folder, for this
         load; a refused override changes nothing."""
         self._check_explicit("load")
+        _check_name(name, "load")
         if override is None or override.empty:
             if name not in self.registry.repository.model_names():
                 raise NotFound(f"failed to load '{clip(name)}': no such model in the model repository")
@@ -95,6 +96,7 @@ class ModelControl:
     async def request_unload(self, name: str) -> None:
         """RepositoryModelUnload: drain, then unload every version of `name`."""
         self._check_explicit("unload")
+        _check_name(name, "unload")
         await self.unload(name)
 
     def _check_explicit(self, what: str) -> None:
@@ -139,3 +141,14 @@ class ModelControl:
                 log.error("model '%s': %s", name, result)
             elif isinstance(result, BaseException):
                 raise result
+
+
+def _check_name(name: str, what: str) -> None:
+    """A name from a client reaches the file system: it must be one folder name of the repository
+    (no '..', no separators, not absolute), or the request is refused before anything is read."""
+    try:
+        check_model_name(name)
+    except ModelConfigError:
+        raise InvalidInput(
+            f"failed to {what} '{clip(name)}': a model name must be one folder name of the model repository"
+        ) from None

@@ -3,6 +3,10 @@
 This module reads and validates; it never loads a model. Every error is a ModelConfigError whose
 message starts with the file it is about and names the field, so an operator can fix it without
 guessing. One model's bad config never affects another model.
+
+Nothing read here escapes the repository (docs/security.md): a model name is one folder name; a model
+folder, version folder and model file must resolve (symlinks followed) inside the repository root;
+`default_model_filename` is a plain file name; label and warm-up files stay inside the model folder.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from serving.backends.platforms import BACKEND_ALIASES, MODEL_FILENAMES, SUFFIX_
 from serving.errors import ModelConfigError
 from serving.lifecycle.warmup import WarmupSample, parse_warmup
 from serving.proto import model_config_pb2 as mc
+from serving.quoting import clip
 from serving.types import CONFIG_TO_V2, V2_TO_NUMPY
 
 CONFIG_FILE = "config.pbtxt"
@@ -116,11 +121,29 @@ class ModelRepository:
         return sorted(p.name for p in self.root.iterdir() if (p / CONFIG_FILE).is_file())
 
     def read(self, name: str) -> ModelSpec:
+        check_model_name(name)
         folder = self.root / name
+        inside_repository(folder, self.root, "model folder")
         config_file = folder / CONFIG_FILE
         if not config_file.is_file():
             raise ModelConfigError(f"{config_file}: no such file")
         return parse_config(config_file.read_text(), folder)
+
+
+def check_model_name(name: str) -> None:
+    """A model name is one folder name of the repository: not empty, '.', '..', nor holding a separator."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise ModelConfigError(f"'{clip(name)}' is not a model name (one folder name of the repository)")
+
+
+def inside_repository(path: Path, root: Path, what: str) -> Path:
+    """`path` with symlinks resolved; ModelConfigError when that lies outside the repository `root`."""
+    resolved, base = path.resolve(), root.resolve()
+    if not resolved.is_relative_to(base):
+        raise ModelConfigError(
+            f"{path}: the {what} resolves to {resolved}, outside the model repository {base}"
+        )
+    return resolved
 
 
 def version_numbers(folder: Path) -> list[int]:
@@ -143,7 +166,16 @@ def select_versions(policy: mc.ModelVersionPolicy, available: list[int]) -> list
 
 
 def version_source(spec: ModelSpec, version: int) -> VersionSource:
+    """The version's model file; the folder and file must resolve inside the repository (the model
+    folder's parent: the repository root, or the private folder of a load override)."""
     folder = spec.path / str(version)
+    inside_repository(folder, spec.path.parent, "version folder")
+    source = _version_file(spec, version, folder)
+    inside_repository(source.model_file, spec.path.parent, "model file")
+    return source
+
+
+def _version_file(spec: ModelSpec, version: int, folder: Path) -> VersionSource:
     where = f"{folder}"
     if spec.config.default_model_filename:
         model_file = folder / spec.config.default_model_filename
@@ -180,6 +212,7 @@ def parse_config(text: str, folder: Path) -> ModelSpec:
     if config.max_batch_size < 0:
         raise ModelConfigError(f"{where}: max_batch_size must be >= 0, got {config.max_batch_size}")
     _check_tensors(config, where)
+    _check_file_name(config.default_model_filename, "default_model_filename", where)
     inputs = tuple(_tensor(t, f"input[{i}]", where) for i, t in enumerate(config.input))
     return ModelSpec(
         name=config.name,
@@ -204,6 +237,14 @@ def _check_tensors(config: mc.ModelConfig, where: Path) -> None:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ModelConfigError(f"{where}: {field}: duplicate names {duplicates}")
+
+
+def _check_file_name(name: str, field: str, where: Path) -> None:
+    """A file name inside the version folder: no separators, not '.' or '..' ("" = not set)."""
+    if name and (name in (".", "..") or any(c in name for c in "/\\\0")):
+        raise ModelConfigError(
+            f"{where}: {field} '{clip(name)}' must be a plain file name inside the version folder"
+        )
 
 
 def _platform(config: mc.ModelConfig, where: Path) -> str:

@@ -16,9 +16,9 @@ serving/api/status.py. Ready endpoints answer 200 (ready) or 400 (not), as Trito
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,14 +27,14 @@ import grpc
 from aiohttp import web
 
 from serving.api import load_override, model_codec
-from serving.api.auth import bearer_token
+from serving.api.auth import AdminGuard
 from serving.api.codec import ROUTING_KEY_METADATA
 from serving.api.http import shared_memory
 from serving.api.http.json_codec import HEADER_LENGTH, decode_infer, encode_infer, message_json
 from serving.api.request_log import REQUEST_ID_METADATA, RequestFacts, RequestRecorder
 from serving.api.status import http_status_of, message_of, status_of
 from serving.core.service import InferenceService
-from serving.errors import InvalidInput, ServingError, Unauthenticated
+from serving.errors import InvalidInput, ServingError
 
 log = logging.getLogger("serving.api.http")
 
@@ -90,10 +90,10 @@ class HttpFrontEnd:
         max_body_bytes: int,
         shutdown_timeout_s: float,
         requests: RequestRecorder | None = None,
-        admin_token: str | None = None,
+        admin_guard: AdminGuard | None = None,
     ) -> None:
         self._service = service
-        self._admin_token = admin_token  # repository load/unload need it when set (serving/api/auth.py)
+        self._admin = admin_guard or AdminGuard(None)  # repository load/unload (serving/api/auth.py)
         self._requests = requests  # serving_requests_total, latency and the access log, as for gRPC
         self._app = web.Application(middlewares=[errors_as_json], client_max_size=max_body_bytes)
         self._add_routes()
@@ -116,10 +116,10 @@ class HttpFrontEnd:
         post("/v2/repository/models/{model}/unload", self.unload)
         shared_memory.add_routes(self._app, self._service.shared_memory)
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen on host:port (0 = any free port); return the bound port."""
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
+        """Listen on host:port (0 = any free port), over TLS with `ssl_context`; return the bound port."""
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+        await web.TCPSite(self._runner, host, port, ssl_context=ssl_context).start()
         return int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
@@ -204,14 +204,8 @@ class HttpFrontEnd:
         return web.Response(status=200)
 
     def _check_admin(self, request: web.Request) -> None:
-        """Load and unload change what is served: with an admin token, as on gRPC, they need it."""
-        if self._admin_token is None:
-            return
-        presented = bearer_token(request.headers.items()).encode()
-        if not (presented and hmac.compare_digest(presented, self._admin_token.encode())):
-            reason = "wrong admin token" if presented else "missing admin token"
-            reason += " (authorization: Bearer <token>)"
-            raise Unauthenticated(f"{request.path}: {reason}")
+        """Load and unload change what is served: guarded as on gRPC (token, or loopback only)."""
+        self._admin.check_http(request.path, request.remote, request.headers.items())
 
     async def unload(self, request: web.Request) -> web.Response:
         self._check_admin(request)
