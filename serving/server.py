@@ -26,7 +26,7 @@ from serving.api.auth import AdminTokenInterceptor, read_token
 from serving.api.http.server import HttpFrontEnd
 from serving.api.inference_servicer import InferenceServicer
 from serving.api.instrumentation import Monitoring
-from serving.api.request_guard import InferGuard, add_inference_service
+from serving.api.request_guard import InferGuard, add_inference_service, add_service
 from serving.backends.base import Backend, Placement, TensorDecl
 from serving.backends.devices import DeviceInventory, detect_inventory, plan_placements
 from serving.backends.loader import create_backend, gpu_capable
@@ -38,7 +38,7 @@ from serving.lifecycle.control import POLL, ModelControl
 from serving.lifecycle.poller import RepositoryPoller, scan_repository
 from serving.lifecycle.registry import ModelRegistry
 from serving.lifecycle.repository import ModelRepository, ModelSpec, VersionSource
-from serving.proto import admin_pb2, admin_pb2_grpc, inference_pb2
+from serving.proto import admin_pb2, inference_pb2
 from serving.shared_memory.regions import SharedMemoryRegions
 from serving.traffic.router import TrafficControl
 from serving.traffic.shadow import ShadowRunner
@@ -113,7 +113,7 @@ class ServingServer:
         add_inference_service(servicer, self._grpc, guard)
         self._admin_grpc = self._grpc if settings.admin_port is None else self._grpc_server()
         admin = ModelAdminServicer(ModelAdmin(self.registry, self.traffic, self.shadows))
-        admin_pb2_grpc.add_ModelAdminServicer_to_server(admin, self._admin_grpc)  # type: ignore[no-untyped-call]
+        add_service(admin, self._admin_grpc, admin_pb2, "ModelAdmin", guard)
         services = [inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]]
         if self._admin_grpc is self._grpc:
             services += admin_pb2.DESCRIPTOR.services_by_name.values()

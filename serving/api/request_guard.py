@@ -1,4 +1,4 @@
-"""GRPCInferenceService's handlers, registered so that no client mistake reaches the servicer unchecked.
+"""The gRPC services' handlers, registered so that no client mistake reaches a servicer unchecked.
 
 - A message gRPC cannot parse as the method's request (corrupt wire format, a string field that is not
   UTF-8) would make protobuf raise inside gRPC, before any handler runs, and the client would get
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import grpc
@@ -24,7 +25,6 @@ from serving.errors import InvalidInput
 from serving.proto import inference_pb2
 from serving.quoting import clip
 
-SERVICE = "inference.GRPCInferenceService"
 SCAN_BYTES = 64 * 1024  # smaller messages are parsed at once: their parse is short whatever they hold
 # ModelInferRequest's repeated top-level fields: parameters, inputs, outputs, raw_input_contents.
 _REPEATED = {4: "parameters", 5: "inputs", 6: "requested outputs", 7: "raw_input_contents"}
@@ -124,11 +124,18 @@ class InferGuard:
 def add_inference_service(servicer: Any, server: grpc.aio.Server, guard: InferGuard) -> None:
     """Register every method of GRPCInferenceService on `server`, as the generated code does, but with
     `safe_deserializer` and `guard` in front of the servicer."""
-    service = inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    add_service(servicer, server, inference_pb2, "GRPCInferenceService", guard)
+
+
+def add_service(
+    servicer: Any, server: grpc.aio.Server, module: ModuleType, name: str, guard: InferGuard
+) -> None:
+    """Register the service `name` of the generated `module` (e.g. admin_pb2, "ModelAdmin") the same way."""
+    service = module.DESCRIPTOR.services_by_name[name]
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in service.methods:
-        request_type = getattr(inference_pb2, method.input_type.name)
-        response_type = getattr(inference_pb2, method.output_type.name)
+        request_type = getattr(module, method.input_type.name)
+        response_type = getattr(module, method.output_type.name)
         behaviour = getattr(servicer, method.name)
         options: dict[str, Any] = {
             "request_deserializer": safe_deserializer(request_type, guard.max_inputs),
@@ -139,8 +146,8 @@ def add_inference_service(servicer: Any, server: grpc.aio.Server, guard: InferGu
         else:
             handler = grpc.unary_unary_rpc_method_handler(_unary(behaviour, guard), **options)
         handlers[method.name] = handler
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    server.add_registered_method_handlers(SERVICE, handlers)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
 
 
 Unary = Callable[[Any, grpc.aio.ServicerContext], Any]
