@@ -203,6 +203,15 @@ CASES = [
     ),
     Case(
         "inputs",
+        "50000 inputs, refused unparsed",
+        lambda: with_(
+            inputs(*(f"x{i}" for i in range(50_000))), lambda r: r.ClearField("raw_input_contents")
+        ),
+        INVALID,
+        "more than 256 inputs",
+    ),
+    Case(
+        "inputs",
         "1000 outputs",
         lambda: with_(good_request(), lambda r: [r.outputs.add(name="y") for _ in range(1000)]),
         INVALID,
