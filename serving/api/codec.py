@@ -27,6 +27,7 @@ from serving.types import V2_TO_NUMPY, Array, numpy_to_v2
 
 # No tensor can hold more bytes than this (a message is at most 2 GiB); larger shapes are refused.
 MAX_TENSOR_BYTES = 2**31
+MAX_RANK = 64  # numpy's limit on dimensions
 # Inputs, outputs and raw contents one request may name (--max-inputs-per-request by default).
 MAX_INPUTS_PER_REQUEST = 256
 ROUTING_KEY_PARAMETER = "routing_key"  # sticky routing (see docs/traffic-policy.md)
@@ -213,8 +214,10 @@ def _decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | m
 def element_count(shape: Sequence[int], itemsize: int, where: str) -> int:
     """The number of elements of `shape`, computed without overflow; InvalidInput when a dimension is
     negative or the tensor could not fit in any message (more than MAX_TENSOR_BYTES)."""
+    if len(shape) > MAX_RANK:
+        raise InvalidInput(f"{where}: shape has {len(shape)} dimensions, more than {MAX_RANK}")
     if any(d < 0 for d in shape):
-        raise InvalidInput(f"{where}: shape {list(shape)} has a negative dimension")
+        raise InvalidInput(f"{where}: shape {clip(str(list(shape)))} has a negative dimension")
     count = math.prod(shape)
     if count * itemsize > MAX_TENSOR_BYTES or any(d > MAX_TENSOR_BYTES for d in shape):
         raise InvalidInput(

@@ -9,6 +9,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -150,6 +151,8 @@ CASES = [
         INVALID,
         "larger than any request can carry",
     ),
+    Case("dims", "rank 100", lambda: add([1] * 100, [bytes(4)]), INVALID, "100 dimensions, more than 64"),
+    Case("dims", "rank 100000", lambda: add([1] * 100_000, [bytes(4)]), INVALID, "100000 dimensions"),
     Case("dims", "int64 min", lambda: add([-(2**63), 4], [b""]), INVALID, "negative dimension"),
     # too many or too few raw contents; raw and typed both set
     Case(
@@ -532,3 +535,22 @@ def test_streamed_malformed_request_ends_the_stream_with_invalid_argument(channe
     assert info.value.code() == INVALID, info.value
     assert "not a valid inference.ModelInferRequest" in (info.value.details() or "")
     assert [r.infer_response.model_name for r in received] == ["add"]  # the request before it was served
+
+
+def test_max_inputs_per_request_flag(tmp_path: Path) -> None:
+    repo = write_repository(tmp_path / "repo")
+    process = start_server(repo, tmp_path / "server.log", "--max-inputs-per-request", "2")
+    try:
+        with grpc.insecure_channel(process.grpc_address) as channel:
+            stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+            request = good_request()
+            request.outputs.add(name="y")
+            request.outputs.add(name="y")
+            assert stub.ModelInfer(request, timeout=10).outputs  # two: at the limit
+            request.outputs.add(name="y")
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ModelInfer(request, timeout=10)
+            assert info.value.code() == INVALID
+            assert "3 requested outputs, more than the 2" in (info.value.details() or "")
+    finally:
+        assert process.stop() == 0, process.log()[-3000:]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from serving.api.codec import build_infer_request
 from serving.api.request_guard import MalformedRequest, safe_deserializer, too_many_entries
+from serving.cli import build_parser, settings_from
+from serving.config import ServerSettings
 from serving.proto import inference_pb2 as pb
 
 
@@ -50,3 +55,11 @@ def test_arbitrary_bytes_never_raise(data: bytes, limit: int) -> None:
     assert isinstance(
         safe_deserializer(pb.ModelInferRequest, limit)(data), pb.ModelInferRequest | MalformedRequest
     )
+
+
+def test_max_inputs_per_request_is_a_validated_flag(tmp_path: Path) -> None:
+    args = ["serve", "--model-repository", str(tmp_path), "--max-inputs-per-request", "7"]
+    assert settings_from(build_parser().parse_args(args)).max_inputs_per_request == 7
+    assert ServerSettings(model_repository=tmp_path).max_inputs_per_request == 256
+    with pytest.raises(ValueError, match="max_inputs_per_request: must be >= 1"):
+        ServerSettings(model_repository=tmp_path, max_inputs_per_request=0)
