@@ -104,3 +104,13 @@ def test_fuzzed_config_text_gives_a_spec_or_model_config_error(tmp_path: Path) -
 
     check()
     assert OUTCOMES["parsed"] > 0  # the strategies reach valid configs too, not only the parser's first error
+
+
+@pytest.mark.parametrize("value", ["4294967296", "-2147483649", "99999999999999999999"])
+def test_an_enum_number_out_of_range_is_a_model_config_error(tmp_path: Path, value: str) -> None:
+    """Found by the fuzzing above: protobuf's text parser raises ValueError, not ParseError, for these."""
+    folder = tmp_path / "add"
+    folder.mkdir()
+    text = BASE.replace("data_type: TYPE_FP32", f"data_type: {value}", 1)
+    with pytest.raises(ModelConfigError, match="config.pbtxt"):
+        parse_config(text, folder)
