@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-message-bytes", type=int, default=int(_env("max_message_bytes", 64 * 1024 * 1024))
     )
     serve.add_argument(
+        "--max-inputs-per-request",
+        type=int,
+        default=int(_env("max_inputs_per_request", 256)),
+        help="a ModelInfer request naming more inputs, outputs or raw contents is refused before decoding",
+    )
+    serve.add_argument(
         "--grace-period", type=float, default=float(_env("grace_period", 30.0)), help="seconds"
     )
     serve.add_argument("--log-format", choices=LOG_FORMATS, default=_env("log_format", "text"))
@@ -168,6 +174,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         model_control_mode=args.model_control_mode,
         load_models=tuple(args.load_model),
         max_message_bytes=args.max_message_bytes,
+        max_inputs_per_request=args.max_inputs_per_request,
         grace_period_s=args.grace_period,
         log_format=args.log_format,
         log_level=args.log_level,

@@ -35,6 +35,7 @@ class ServerSettings:
     tls_cert: Path | None = None  # with tls_key: every port but /metrics serves TLS only
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # mutual TLS: clients need a certificate signed by this CA
+    max_inputs_per_request: int = 256  # inputs, outputs or raw contents one ModelInfer may name
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -69,6 +70,8 @@ class ServerSettings:
             raise ValueError(f"access_log_sample_rate: must be within [0, 1], got {rate}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"torch_threads: must be >= 1, got {self.torch_threads}")
+        if self.max_inputs_per_request < 1:
+            raise ValueError(f"max_inputs_per_request: must be >= 1, got {self.max_inputs_per_request}")
         if not self.drift_interval_s > 0:
             raise ValueError(f"drift_interval_s: must be > 0, got {self.drift_interval_s}")
 

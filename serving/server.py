@@ -26,6 +26,7 @@ from serving.api.auth import AdminGuard, AdminGuardInterceptor, read_token
 from serving.api.http.server import HttpFrontEnd
 from serving.api.inference_servicer import InferenceServicer
 from serving.api.instrumentation import Monitoring
+from serving.api.request_guard import InferGuard, add_inference_service, add_service
 from serving.api.tls import ServerTls
 from serving.backends.base import Backend, Placement, TensorDecl
 from serving.backends.devices import DeviceInventory, detect_inventory, plan_placements
@@ -38,7 +39,7 @@ from serving.lifecycle.control import POLL, ModelControl
 from serving.lifecycle.poller import RepositoryPoller, scan_repository
 from serving.lifecycle.registry import ModelRegistry
 from serving.lifecycle.repository import ModelRepository, ModelSpec, VersionSource
-from serving.proto import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
+from serving.proto import admin_pb2, inference_pb2
 from serving.shared_memory.regions import SharedMemoryRegions
 from serving.traffic.router import TrafficControl
 from serving.traffic.shadow import ShadowRunner
@@ -109,10 +110,12 @@ class ServingServer:
             if settings.http_port is not None
             else None
         )
-        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._grpc)  # type: ignore[no-untyped-call]
+        # Unparsable requests and too many or unknown inputs are refused before the servicer decodes.
+        guard = InferGuard(settings.max_inputs_per_request, self._input_names)
+        add_inference_service(servicer, self._grpc, guard)
         self._admin_grpc = self._grpc if settings.admin_port is None else self._grpc_server()
         admin = ModelAdminServicer(ModelAdmin(self.registry, self.traffic, self.shadows))
-        admin_pb2_grpc.add_ModelAdminServicer_to_server(admin, self._admin_grpc)  # type: ignore[no-untyped-call]
+        add_service(admin, self._admin_grpc, admin_pb2, "ModelAdmin", guard)
         services = [inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]]
         if self._admin_grpc is self._grpc:
             services += admin_pb2.DESCRIPTOR.services_by_name.values()
@@ -128,6 +131,11 @@ class ServingServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
+
+    def _input_names(self, model_name: str) -> frozenset[str] | None:
+        """The input names of `model_name`'s config when it is loaded (None: not loaded)."""
+        model = self.registry.loaded_model(model_name)
+        return None if model is None or model.spec is None else frozenset(t.name for t in model.spec.inputs)
 
     def _plan(self, spec: ModelSpec, source: VersionSource) -> list[Placement]:
         capable = gpu_capable(source.platform, self.inventory)

@@ -8,9 +8,10 @@ typed contents. BYTES elements are a 4-byte little-endian length followed by the
 
 from __future__ import annotations
 
+import math
 import struct
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,11 @@ from serving.shared_memory.regions import SharedMemoryRegions
 from serving.shared_memory.tensors import SharedTensor, shared_tensor
 from serving.types import V2_TO_NUMPY, Array, numpy_to_v2
 
+# No tensor can hold more bytes than this (a message is at most 2 GiB); larger shapes are refused.
+MAX_TENSOR_BYTES = 2**31
+MAX_RANK = 64  # numpy's limit on dimensions
+# Inputs, outputs and raw contents one request may name (--max-inputs-per-request by default).
+MAX_INPUTS_PER_REQUEST = 256
 ROUTING_KEY_PARAMETER = "routing_key"  # sticky routing (see docs/traffic-policy.md)
 ROUTING_KEY_METADATA = "x-routing-key"  # the same as gRPC metadata or an HTTP header
 # Triton's per-request queue timeout parameter, in microseconds (honoured when the model's queue
@@ -70,7 +76,11 @@ def decode_request(
     shared = {
         tensor.name: place
         for tensor in request.inputs
-        if (place := shared_tensor(regions, decode_parameters(tensor.parameters), f"input '{tensor.name}'"))
+        if (
+            place := shared_tensor(
+                regions, decode_parameters(tensor.parameters), f"input '{clip(tensor.name)}'"
+            )
+        )
     }
     raw = request.raw_input_contents
     if raw:
@@ -85,7 +95,7 @@ def decode_request(
     next_raw = iter(raw)
     for tensor in request.inputs:
         if tensor.name in inputs:
-            raise InvalidInput(f"input '{tensor.name}' is given twice")
+            raise InvalidInput(f"input '{clip(tensor.name)}' is given twice")
         place = shared.get(tensor.name)
         data = place.read() if place is not None else (next(next_raw) if raw else None)
         inputs[tensor.name] = _decode_tensor(tensor, data)
@@ -167,14 +177,12 @@ def deadline_after(time_remaining: float | None) -> float | None:
 
 
 def _decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | memoryview | None) -> Array:
-    where = f"input '{tensor.name}'"
+    where = f"input '{clip(tensor.name)}'"
     dtype = V2_TO_NUMPY.get(tensor.datatype)
     if dtype is None:
         raise InvalidInput(f"{where}: unknown datatype '{tensor.datatype}'")
     shape = tuple(int(d) for d in tensor.shape)
-    if any(d < 0 for d in shape):
-        raise InvalidInput(f"{where}: shape {list(shape)} has a negative dimension")
-    count = int(np.prod(shape, dtype=np.int64))
+    count = element_count(shape, dtype.itemsize, where)
     if tensor.datatype == "BYTES":
         items = split_bytes(raw, where) if raw is not None else list(tensor.contents.bytes_contents)
         if len(items) != count:
@@ -201,6 +209,54 @@ def _decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | m
             f"{where}: {len(values)} values in contents for shape {list(shape)} ({count} expected)"
         )
     return np.asarray(values, dtype=dtype).reshape(shape)
+
+
+def element_count(shape: Sequence[int], itemsize: int, where: str) -> int:
+    """The number of elements of `shape`, computed without overflow; InvalidInput when a dimension is
+    negative or the tensor could not fit in any message (more than MAX_TENSOR_BYTES)."""
+    if len(shape) > MAX_RANK:
+        raise InvalidInput(f"{where}: shape has {len(shape)} dimensions, more than {MAX_RANK}")
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"{where}: shape {clip(str(list(shape)))} has a negative dimension")
+    count = math.prod(shape)
+    if count * itemsize > MAX_TENSOR_BYTES or any(d > MAX_TENSOR_BYTES for d in shape):
+        raise InvalidInput(
+            f"{where}: shape {clip(str(list(shape)))} is larger than any request can carry "
+            f"({MAX_TENSOR_BYTES} bytes at most)"
+        )
+    return count
+
+
+def check_names(
+    request: pb.ModelInferRequest,
+    limit: int = MAX_INPUTS_PER_REQUEST,
+    expected: Collection[str] | None = None,
+) -> None:
+    """Cheap checks made before any tensor is decoded, so that a request naming a million inputs costs
+    no more than one naming a few: at most `limit` inputs, outputs and raw contents; with `expected`
+    (the model's input names, when it is loaded) no unknown or repeated input name."""
+    for what, count in (
+        ("inputs", len(request.inputs)),
+        ("requested outputs", len(request.outputs)),
+        ("raw_input_contents", len(request.raw_input_contents)),
+    ):
+        if count > limit:
+            raise InvalidInput(
+                f"the request has {count} {what}, more than the {limit} a request may have "
+                "(--max-inputs-per-request)"
+            )
+    if expected is None:
+        return
+    seen: set[str] = set()
+    for tensor in request.inputs:
+        if tensor.name not in expected:
+            raise InvalidInput(
+                f"unexpected input '{clip(tensor.name)}' for model '{clip(request.model_name)}'; "
+                f"it expects {sorted(expected)}"
+            )
+        if tensor.name in seen:
+            raise InvalidInput(f"input '{clip(tensor.name)}' is given twice")
+        seen.add(tensor.name)
 
 
 def split_bytes(raw: bytes | memoryview, where: str) -> list[bytes]:

@@ -203,7 +203,7 @@ def parse_config(text: str, folder: Path) -> ModelSpec:
     config = mc.ModelConfig()
     try:
         text_format.Parse(text, config)
-    except text_format.ParseError as exc:
+    except (text_format.ParseError, ValueError) as exc:  # ValueError: an enum number out of range
         raise ModelConfigError(f"{where}: {exc}") from None
     if not config.name:
         config.name = folder.name

@@ -22,10 +22,19 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from serving.api.codec import output_classes, queue_timeout_s, raw_bytes, routing_key, split_bytes
+from serving.api.codec import (
+    MAX_INPUTS_PER_REQUEST,
+    element_count,
+    output_classes,
+    queue_timeout_s,
+    raw_bytes,
+    routing_key,
+    split_bytes,
+)
 from serving.core.classification import CLASSIFICATION_PARAMETER
 from serving.core.request import InferenceRequest, InferenceResponse, ParamValue
 from serving.errors import InvalidInput, ModelExecutionError
+from serving.quoting import clip
 from serving.shared_memory.regions import SharedMemoryRegions
 from serving.shared_memory.tensors import SharedTensor, shared_tensor
 from serving.types import V2_TO_NUMPY, Array, numpy_to_v2
@@ -123,6 +132,10 @@ def _parameters(value: Any, where: str) -> dict[str, ParamValue]:
 def _decode_inputs(value: Any, binary: memoryview, regions: SharedMemoryRegions | None) -> dict[str, Array]:
     if not isinstance(value, list):
         raise InvalidInput("the request needs an 'inputs' list")
+    if len(value) > MAX_INPUTS_PER_REQUEST:
+        raise InvalidInput(
+            f"the request has {len(value)} inputs, more than the {MAX_INPUTS_PER_REQUEST} a request may have"
+        )
     inputs: dict[str, Array] = {}
     offset = 0
     for tensor in value:
@@ -154,7 +167,7 @@ def _decode_inputs(value: Any, binary: memoryview, regions: SharedMemoryRegions 
 
 
 def _shape_and_dtype(tensor: Mapping[str, Any]) -> tuple[str, tuple[int, ...], str, np.dtype[Any]]:
-    where = f"input '{tensor['name']}'"
+    where = f"input '{clip(tensor['name'])}'"
     datatype = tensor.get("datatype")
     dtype = V2_TO_NUMPY.get(datatype) if isinstance(datatype, str) else None
     if dtype is None or not isinstance(datatype, str):
@@ -162,14 +175,13 @@ def _shape_and_dtype(tensor: Mapping[str, Any]) -> tuple[str, tuple[int, ...], s
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise InvalidInput(f"{where}: 'shape' must be a list of integers, got {shape!r}")
-    if any(d < 0 for d in shape):
-        raise InvalidInput(f"{where}: shape {shape} has a negative dimension")
+    element_count(shape, dtype.itemsize, where)  # no negative or impossible dimension
     return where, tuple(shape), datatype, dtype
 
 
 def _decode_binary_tensor(tensor: Mapping[str, Any], data: bytes | memoryview) -> Array:
     where, shape, datatype, dtype = _shape_and_dtype(tensor)
-    count = int(np.prod(shape, dtype=np.int64))
+    count = element_count(shape, dtype.itemsize, where)
     if datatype == "BYTES":
         items = split_bytes(bytes(data), where)
         if len(items) != count:
@@ -191,7 +203,7 @@ def _decode_json_tensor(tensor: Mapping[str, Any]) -> Array:
     data = tensor.get("data")
     if not isinstance(data, list):
         raise InvalidInput(f"{where}: 'data' must be a list (or use binary_data_size)")
-    count = int(np.prod(shape, dtype=np.int64))
+    count = element_count(shape, dtype.itemsize, where)
     if datatype == "BYTES":
         items = _flatten(data, where)
         if not all(isinstance(item, str) for item in items):
