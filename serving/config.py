@@ -30,6 +30,9 @@ class ServerSettings:
     admin_port: int | None = None  # None = the admin service shares the gRPC port; 0 = any free port
     admin_host: str = "127.0.0.1"  # where a separate admin port binds
     admin_token_file: Path | None = None  # admin calls need `authorization: Bearer <token>` when set
+    max_concurrent_rpcs: int = 2048  # inference calls in flight; beyond: RESOURCE_EXHAUSTED; 0 = unlimited
+    default_max_queue_size: int = 1024  # a model's queue limit when its config sets none; 0 = unbounded
+    policy_history_limit: int = 1000  # traffic policy history entries kept per model (rotated)
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -63,5 +66,13 @@ class ServerSettings:
             raise ValueError(f"access_log_sample_rate: must be within [0, 1], got {rate}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"torch_threads: must be >= 1, got {self.torch_threads}")
+        for name, limit in (
+            ("max_concurrent_rpcs", self.max_concurrent_rpcs),
+            ("default_max_queue_size", self.default_max_queue_size),
+        ):
+            if limit < 0:
+                raise ValueError(f"{name}: must be >= 0 (0 = unlimited), got {limit}")
+        if self.policy_history_limit < 1:
+            raise ValueError(f"policy_history_limit: must be >= 1, got {self.policy_history_limit}")
         if not self.drift_interval_s > 0:
             raise ValueError(f"drift_interval_s: must be > 0, got {self.drift_interval_s}")
