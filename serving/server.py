@@ -72,6 +72,7 @@ class ServingServer:
             self._load_backend,
             self._plan,
             self.monitoring.telemetry,
+            default_max_queue_size=settings.default_max_queue_size,
         )
         self.ready = asyncio.Event()
         self.traffic = TrafficControl(PolicyStore(settings.model_repository), observer=metrics)

@@ -4,7 +4,8 @@ and end-to-end timing and final status of every unary ModelInfer call.
 Admission: each call of GRPCInferenceService and the admin service (except the probes ServerLive,
 ServerReady and ModelReady, which answer the truth while draining) enters the AdmissionGate as soon as
 its handler runs, before anything is decoded, and leaves it when its reply is sent. A refused call ends
-at once with UNAVAILABLE (draining) or RESOURCE_EXHAUSTED (too many concurrent inference calls).
+at once with UNAVAILABLE (draining) or RESOURCE_EXHAUSTED (too many concurrent inference calls); a
+ModelInfer whose deadline passed while it waited below our code ends with DEADLINE_EXCEEDED, undecoded.
 grpc.health and reflection are not gated: probes keep working and Watch streams end by themselves.
 
 Timing: the ModelInfer handler hands the request, the reply (None on failure), the status code and the
@@ -27,6 +28,7 @@ import grpc
 from serving.api.admission import AdmissionGate
 from serving.api.request_log import RequestRecorder
 from serving.api.status import message_of, status_of
+from serving.batching.queue import DEADLINE_TEXT
 from serving.errors import ServingError
 from serving.proto import inference_pb2 as pb
 
@@ -87,6 +89,9 @@ class InferenceRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
         gate = self._gate
 
         async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            remaining = context.time_remaining() if inference else None
+            if remaining is not None and remaining <= 0:  # waited out its deadline below our code
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_TEXT)
             try:
                 gate.enter(inference)
             except ServingError as exc:
