@@ -11,8 +11,9 @@ grpc.health and reflection are not gated: probes keep working and Watch streams 
 Timing: the ModelInfer handler hands the request, the reply (None on failure), the status code and the
 latency to serving.api.request_log.RequestRecorder, refusals included. The code is the one the call ends
 with: OK, the code `context.abort` set (serving/api/status.py chose it), CANCELLED when the client went
-away, UNKNOWN for anything else. ModelStreamInfer has one status for the whole stream, so the servicer
-records each streamed request itself through the same recorder.
+away (DEADLINE_EXCEEDED when its deadline had passed), UNKNOWN for anything else. ModelStreamInfer
+has one status for the whole stream, so the servicer records each streamed request itself through the
+same recorder.
 """
 
 from __future__ import annotations
@@ -130,8 +131,10 @@ class InferenceRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                 reply = await behaviour(request, context)
                 code = context.code() or grpc.StatusCode.OK
                 return reply
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
+            except asyncio.CancelledError:  # the client went away, or its deadline passed
+                remaining = context.time_remaining()
+                expired = remaining is not None and remaining <= 0
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
                 raise
             except BaseException:
                 code = context.code() or grpc.StatusCode.UNKNOWN
