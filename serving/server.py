@@ -75,7 +75,8 @@ class ServingServer:
             default_max_queue_size=settings.default_max_queue_size,
         )
         self.ready = asyncio.Event()
-        self.traffic = TrafficControl(PolicyStore(settings.model_repository), observer=metrics)
+        store = PolicyStore(settings.model_repository, history_limit=settings.policy_history_limit)
+        self.traffic = TrafficControl(store, observer=metrics)
         self.shadows = ShadowRunner(observer=metrics)
         self.monitoring.attach(self.registry, self.ready, self.traffic)
         self.control = ModelControl(
