@@ -224,7 +224,7 @@ class ServingServer:
         # server.stop(grace) cancels whatever still runs when `grace` ends: nothing accepted is left now
         left = max(deadline - time.monotonic(), 0.0)
         servers = {id(s): s for s in (self._grpc, self._admin_grpc)}.values()
-        http = [self._http.stop()] if self._http is not None else []
+        http = [self._http.stop(left)] if self._http is not None else []
         await asyncio.gather(*(server.stop(left) for server in servers), *http)
         await self.shadows.close()
         await self.registry.close()

@@ -126,11 +126,11 @@ class HttpFrontEnd:
         await web.TCPSite(self._runner, host, port).start()
         return int(self._runner.addresses[0][1])
 
-    async def stop(self) -> None:
-        """Refuse new requests (503), let the accepted ones finish (up to the shutdown timeout), then
-        stop listening and close the connections."""
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Refuse new requests (503), let the accepted ones finish (up to `timeout_s`, by default the
+        shutdown timeout), then stop listening and close the connections."""
         self._gate.begin_drain()
-        await self._gate.drained(self._shutdown_timeout_s)
+        await self._gate.drained(self._shutdown_timeout_s if timeout_s is None else timeout_s)
         await self._runner.cleanup()
 
     # ---- health and metadata --------------------------------------------------------------------
