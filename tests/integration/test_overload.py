@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serving.api.codec import build_infer_request
 from serving.proto import inference_pb2_grpc
+from tests.model_factory import add_model_config, write_add_repository
 from tests.servers import ServerProcess, start_server
 
 pytestmark = pytest.mark.integration
@@ -147,13 +148,13 @@ def p99(latencies: list[float]) -> float:
     return float(np.percentile(latencies, 99))
 
 
-def requests_total(server: ServerProcess) -> Counter[str]:
+def requests_total(server: ServerProcess, model: str = "busy") -> Counter[str]:
     with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
         text = response.read().decode()
     totals: Counter[str] = Counter()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "serving_requests_total" and sample.labels.get("model") == "busy":
+            if sample.name == "serving_requests_total" and sample.labels.get("model") == model:
                 totals[sample.labels["code"]] += int(sample.value)
     return totals
 
@@ -207,3 +208,41 @@ def test_twice_capacity_with_a_deadline_sheds_early_and_keeps_goodput(server: Se
     assert counted["OK"] >= overload.codes["OK"], (counted, overload.codes)
     assert sum(counted.values()) == sum(overload.codes.values()), (counted, overload.codes)
     assert recovery.codes == Counter({"OK": 20}), recovery.codes  # serves normally right after
+
+
+def test_calls_beyond_max_concurrent_rpcs_are_refused_at_once_and_counted(tmp_path: Path) -> None:
+    held = "dynamic_batching { max_queue_delay_microseconds: 1000000 }"  # a lone call waits 1 s
+    write_add_repository(tmp_path / "repo", "held", config=add_model_config("held", batching=held))
+    server = start_server(tmp_path / "repo", tmp_path / "server.log", "--max-concurrent-rpcs", "2")
+    try:
+
+        async def run() -> tuple[list[str], str, float, str]:
+            async with grpc.aio.insecure_channel(server.grpc_address) as channel:
+                stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+                async def call(value: float) -> str:
+                    x = np.full((1, 4), value, np.float32)
+                    try:
+                        reply = await stub.ModelInfer(build_infer_request("held", {"x": x}), timeout=10)
+                    except grpc.aio.AioRpcError as exc:
+                        return f"{exc.code().name}: {exc.details()}"
+                    y = np.frombuffer(reply.raw_output_contents[0], np.float32)
+                    return "OK" if np.array_equal(y, x.ravel() + 1) else "WRONG"
+
+                running = [asyncio.create_task(call(v)) for v in (1.0, 2.0)]
+                await asyncio.sleep(0.3)  # both admitted, waiting for their batch
+                started = time.monotonic()
+                refused = await call(3.0)
+                seconds = time.monotonic() - started
+                first = await asyncio.gather(*running)
+                return first, refused, seconds, await call(4.0)
+
+        first, refused, seconds, after = asyncio.run(run())
+        assert first == ["OK", "OK"], server.log()[-2000:]
+        assert refused.startswith("RESOURCE_EXHAUSTED") and "max_concurrent_rpcs 2" in refused, refused
+        assert seconds < 0.5, seconds  # at once, not after the held batch
+        assert after == "OK"
+        counted = requests_total(server, "held")
+        assert counted == Counter({"OK": 3, "RESOURCE_EXHAUSTED": 1}), counted
+    finally:
+        assert server.stop() == 0, server.log()[-3000:]
