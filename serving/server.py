@@ -221,6 +221,7 @@ class ServingServer:
                 "grace period over: %d of %d calls still running are cancelled", self.gate.in_flight, running
             )
         log.info("drained %d accepted calls in %.3fs", running, grace - (deadline - time.monotonic()))
+        await self.monitoring.watches_ended(deadline - time.monotonic())  # NOT_SERVING sent
         # server.stop(grace) cancels whatever still runs when `grace` ends: nothing accepted is left now
         left = max(deadline - time.monotonic(), 0.0)
         servers = {id(s): s for s in (self._grpc, self._admin_grpc)}.values()

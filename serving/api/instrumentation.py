@@ -114,6 +114,11 @@ class Monitoring:
         if self._health is not None:
             self._health.begin_shutdown()
 
+    async def watches_ended(self, timeout_s: float) -> None:
+        """Wait until every health Watch has sent NOT_SERVING and ended (at most `timeout_s`)."""
+        if self._health is not None:
+            await self._health.watches_ended(timeout_s)
+
     async def stop(self) -> None:
         self.drift.stop()
         if self._http is not None:
