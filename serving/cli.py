@@ -100,6 +100,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--grace-period", type=float, default=float(_env("grace_period", 30.0)), help="seconds"
     )
+    serve.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=int(_env("max_concurrent_rpcs", 2048)),
+        help="inference calls in flight at once; more get RESOURCE_EXHAUSTED at once (0 = unlimited)",
+    )
+    serve.add_argument(
+        "--default-max-queue-size",
+        type=int,
+        default=int(_env("default_max_queue_size", 1024)),
+        help="queued requests per model version when its config sets no max_queue_size (0 = unbounded)",
+    )
+    serve.add_argument(
+        "--policy-history-limit",
+        type=int,
+        default=int(_env("policy_history_limit", 1000)),
+        help="traffic policy history entries kept per model (older ones are rotated away)",
+    )
     serve.add_argument("--log-format", choices=LOG_FORMATS, default=_env("log_format", "text"))
     serve.add_argument("--log-level", default=_env("log_level", "INFO"))
     serve.add_argument(
@@ -176,6 +194,9 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         max_message_bytes=args.max_message_bytes,
         max_inputs_per_request=args.max_inputs_per_request,
         grace_period_s=args.grace_period,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        default_max_queue_size=args.default_max_queue_size,
+        policy_history_limit=args.policy_history_limit,
         log_format=args.log_format,
         log_level=args.log_level,
         access_log_sample_rate=args.access_log_sample_rate,

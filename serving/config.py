@@ -36,6 +36,9 @@ class ServerSettings:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # mutual TLS: clients need a certificate signed by this CA
     max_inputs_per_request: int = 256  # inputs, outputs or raw contents one ModelInfer may name
+    max_concurrent_rpcs: int = 2048  # inference calls in flight; beyond: RESOURCE_EXHAUSTED; 0 = unlimited
+    default_max_queue_size: int = 1024  # a model's queue limit when its config sets none; 0 = unbounded
+    policy_history_limit: int = 1000  # traffic policy history entries kept per model (rotated)
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -72,6 +75,14 @@ class ServerSettings:
             raise ValueError(f"torch_threads: must be >= 1, got {self.torch_threads}")
         if self.max_inputs_per_request < 1:
             raise ValueError(f"max_inputs_per_request: must be >= 1, got {self.max_inputs_per_request}")
+        for name, limit in (
+            ("max_concurrent_rpcs", self.max_concurrent_rpcs),
+            ("default_max_queue_size", self.default_max_queue_size),
+        ):
+            if limit < 0:
+                raise ValueError(f"{name}: must be >= 0 (0 = unlimited), got {limit}")
+        if self.policy_history_limit < 1:
+            raise ValueError(f"policy_history_limit: must be >= 1, got {self.policy_history_limit}")
         if not self.drift_interval_s > 0:
             raise ValueError(f"drift_interval_s: must be > 0, got {self.drift_interval_s}")
 

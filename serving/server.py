@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -22,6 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from serving.admin.operations import ModelAdmin
 from serving.api.admin_servicer import ModelAdminServicer
+from serving.api.admission import AdmissionGate
 from serving.api.auth import AdminGuard, AdminGuardInterceptor, read_token
 from serving.api.http.server import HttpFrontEnd
 from serving.api.inference_servicer import InferenceServicer
@@ -72,9 +74,11 @@ class ServingServer:
             self._load_backend,
             self._plan,
             self.monitoring.telemetry,
+            default_max_queue_size=settings.default_max_queue_size,
         )
         self.ready = asyncio.Event()
-        self.traffic = TrafficControl(PolicyStore(settings.model_repository), observer=metrics)
+        store = PolicyStore(settings.model_repository, history_limit=settings.policy_history_limit)
+        self.traffic = TrafficControl(store, observer=metrics)
         self.shadows = ShadowRunner(observer=metrics)
         self.monitoring.attach(self.registry, self.ready, self.traffic)
         self.control = ModelControl(
@@ -89,6 +93,7 @@ class ServingServer:
         )
         token_file = settings.admin_token_file  # admin calls: this token, or loopback peers only
         self._guard = AdminGuard(None if token_file is None else read_token(token_file))
+        self.gate = AdmissionGate(settings.max_concurrent_rpcs)  # accepted calls, gRPC and HTTP
         self._grpc = self._grpc_server()
         dataplane = DataPlane(self.registry, self.traffic, self.shadows)
         self.service = InferenceService(
@@ -106,6 +111,7 @@ class ServingServer:
                 shutdown_timeout_s=settings.grace_period_s,
                 requests=self.monitoring.requests,
                 admin_guard=self._guard,
+                gate=self.gate,
             )
             if settings.http_port is not None
             else None
@@ -124,7 +130,7 @@ class ServingServer:
 
     def _grpc_server(self) -> grpc.aio.Server:
         return grpc.aio.server(
-            interceptors=[*self.monitoring.interceptors(), AdminGuardInterceptor(self._guard)],
+            interceptors=[*self.monitoring.interceptors(self.gate), AdminGuardInterceptor(self._guard)],
             options=[
                 ("grpc.max_receive_message_length", self.settings.max_message_bytes),
                 ("grpc.max_send_message_length", self.settings.max_message_bytes),
@@ -210,14 +216,27 @@ class ServingServer:
         self._poller.start()
 
     async def stop(self, grace_s: float | None = None) -> None:
+        """Drain, then stop: not ready and NOT_SERVING at once, every new call refused (UNAVAILABLE),
+        every accepted call left to finish within the grace period, then the transports and models."""
         grace = self.settings.grace_period_s if grace_s is None else grace_s
-        if self._poller is not None:
-            await self._poller.stop()
+        deadline = time.monotonic() + grace
         self.ready.clear()
         self.monitoring.begin_shutdown()  # health: NOT_SERVING, watches end
+        self.gate.begin_drain()
+        if self._poller is not None:
+            await self._poller.stop()
+        running = self.gate.in_flight
+        if not await self.gate.drained(deadline - time.monotonic()):
+            log.warning(
+                "grace period over: %d of %d calls still running are cancelled", self.gate.in_flight, running
+            )
+        log.info("drained %d accepted calls in %.3fs", running, grace - (deadline - time.monotonic()))
+        await self.monitoring.watches_ended(deadline - time.monotonic())  # NOT_SERVING sent
+        # server.stop(grace) cancels whatever still runs when `grace` ends: nothing accepted is left now
+        left = max(deadline - time.monotonic(), 0.0)
         servers = {id(s): s for s in (self._grpc, self._admin_grpc)}.values()
-        http = [self._http.stop()] if self._http is not None else []
-        await asyncio.gather(*(server.stop(grace) for server in servers), *http)
+        http = [self._http.stop(left)] if self._http is not None else []
+        await asyncio.gather(*(server.stop(left) for server in servers), *http)
         await self.shadows.close()
         await self.registry.close()
         self.control.close()  # temporary folders of `file:` overrides

@@ -11,7 +11,8 @@ List answers every service above (the server's two and every model of the regist
 
 Status is computed from the registry when asked, so it is never stale and nothing has to be kept in step
 with loads and unloads. Watch re-reads it every `watch_interval_s` and sends each change; watches end once
-shutdown begins (after sending NOT_SERVING), so they never hold up the server's grace period.
+shutdown begins (after sending NOT_SERVING), so they never hold up the server's grace period; the server
+waits for them (`watches_ended`) before it stops gRPC, so NOT_SERVING reaches every watcher first.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
         self._ready = ready
         self._watch_interval_s = watch_interval_s
         self._shutting_down = asyncio.Event()
+        self._watches = 0  # Watch streams still open
+        self._no_watches = asyncio.Event()
+        self._no_watches.set()
 
     def status(self, service: str) -> int | None:
         """The service's ServingStatus, None for a service this server does not have."""
@@ -66,6 +70,15 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
         """Report NOT_SERVING everywhere from now on, and end every Watch."""
         self._shutting_down.set()
 
+    async def watches_ended(self, timeout_s: float) -> bool:
+        """Wait (after begin_shutdown) until every Watch has sent NOT_SERVING and ended."""
+        try:
+            async with asyncio.timeout(max(timeout_s, 0.0)):
+                await self._no_watches.wait()
+        except TimeoutError:
+            return False
+        return True
+
     async def Check(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
     ) -> health_pb2.HealthCheckResponse:
@@ -87,9 +100,20 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
     async def Watch(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        self._watches += 1
+        self._no_watches.clear()
+        try:
+            async for reply in self._watch(request.service):
+                yield reply
+        finally:
+            self._watches -= 1
+            if self._watches == 0:
+                self._no_watches.set()
+
+    async def _watch(self, service: str) -> AsyncIterator[health_pb2.HealthCheckResponse]:
         last: int | None = None
         while True:
-            status = self.status(request.service)
+            status = self.status(service)
             current = SERVICE_UNKNOWN if status is None else status
             if current != last:
                 yield health_pb2.HealthCheckResponse(status=current)

@@ -29,6 +29,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
+from serving.api.admission import AdmissionGate
 from serving.api.health import HEALTH_SERVICE, HealthServicer
 from serving.api.interceptors import InferenceRequestInterceptor
 from serving.api.reflection import enable_reflection
@@ -91,8 +92,8 @@ class Monitoring:
             raise RuntimeError("Monitoring.attach(registry, ready) has not been called")
         return self._recorder
 
-    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        return [InferenceRequestInterceptor(self.requests)]
+    def interceptors(self, gate: AdmissionGate | None = None) -> list[grpc.aio.ServerInterceptor]:
+        return [InferenceRequestInterceptor(self.requests, gate)]
 
     def add_services(self, server: grpc.aio.Server, services: Sequence[ServiceDescriptor]) -> None:
         """Register grpc.health.v1 on `server`, and reflection for `services`, health and itself."""
@@ -112,6 +113,11 @@ class Monitoring:
     def begin_shutdown(self) -> None:
         if self._health is not None:
             self._health.begin_shutdown()
+
+    async def watches_ended(self, timeout_s: float) -> None:
+        """Wait until every health Watch has sent NOT_SERVING and ended (at most `timeout_s`)."""
+        if self._health is not None:
+            await self._health.watches_ended(timeout_s)
 
     async def stop(self) -> None:
         self.drift.stop()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +56,8 @@ class DynamicBatcher:
         self._clock = clock
         self._name = name
         self._free: list[Backend] = list(instances)
+        self._instances = len(instances)
+        self._batch_s: float | None = None  # recent wall time of one batch (moving average)
         self._executor = ThreadPoolExecutor(max_workers=len(instances), thread_name_prefix=f"batch-{name}")
         self._queue = RequestQueue(policy, self._observer, clock, name)
         self._in_flight = 0
@@ -86,7 +89,7 @@ class DynamicBatcher:
         self, inputs: TensorMap, *, deadline: float | None = None, timeout_s: float | None = None
     ) -> RequestResult:
         self._check_accepting()
-        pending = self._queue.admit(inputs, deadline, timeout_s)
+        pending = self._queue.admit(inputs, deadline, timeout_s, self._wait_estimate)
         self._update_idle()
         self._wake.set()
         try:
@@ -112,6 +115,19 @@ class DynamicBatcher:
             self._scheduler.cancel()
             await asyncio.wait([self._scheduler])
         await asyncio.to_thread(self._executor.shutdown, True)
+
+    def _wait_estimate(self, rows: int) -> float:
+        """Seconds until a request of `rows` rows queued now is answered: the batches ahead of it and
+        its own, spread over the instances, each the recent batch time; half a batch more when every
+        instance is busy. 0 until a batch has run (nothing measured yet)."""
+        if self._batch_s is None:
+            return 0.0
+        if self._policy.batching:
+            batches = math.ceil((self._queue.rows + rows) / self._policy.max_batch_size)
+        else:
+            batches = self._queue.depth + 1
+        waves = math.ceil(batches / self._instances) + (0.5 if not self._free else 0.0)
+        return waves * self._batch_s
 
     def _check_accepting(self) -> None:
         if self._failure is not None:
@@ -190,10 +206,13 @@ class DynamicBatcher:
     async def _run_batch(self, instance: Backend, batch: list[QueuedRequest], started_at: float) -> None:
         rows = sum(p.rows for p in batch)
         loop = asyncio.get_running_loop()
+        begun = self._clock()
         try:
             parts, timings = await loop.run_in_executor(
                 self._executor, self._execute, instance, [p.inputs for p in batch], [p.rows for p in batch]
             )
+            took = self._clock() - begun
+            self._batch_s = took if self._batch_s is None else 0.8 * self._batch_s + 0.2 * took
         except Exception as exc:
             for pending in batch:
                 if not pending.future.done():

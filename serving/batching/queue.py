@@ -43,7 +43,7 @@ class BatchObserver(Protocol):
         self, rows: int, requests: int, timings: ComputeTimings | None, error: BaseException | None
     ) -> None: ...
 
-    def on_rejected(self, reason: str) -> None:  # "queue_full" | "deadline" | "cancelled"
+    def on_rejected(self, reason: str) -> None:  # "queue_full" | "deadline" | "unmeetable" | "cancelled"
         ...
 
 
@@ -98,14 +98,28 @@ class RequestQueue:
         self._expiries: list[tuple[float, int, QueuedRequest]] = []
         self._seq = itertools.count()
         self._depth = 0
+        self._rows = 0  # rows of the live queued requests
 
     @property
     def depth(self) -> int:
         """Queued requests that are still waiting (neither dispatched nor dropped)."""
         return self._depth
 
-    def admit(self, inputs: TensorMap, deadline: float | None, timeout_s: float | None) -> QueuedRequest:
-        """Validate and enqueue one request; InvalidInput, DeadlineExceeded or QueueFull when refused."""
+    @property
+    def rows(self) -> int:
+        """Rows of the queued requests that are still waiting."""
+        return self._rows
+
+    def admit(
+        self,
+        inputs: TensorMap,
+        deadline: float | None,
+        timeout_s: float | None,
+        wait_estimate: Callable[[int], float] | None = None,
+    ) -> QueuedRequest:
+        """Validate and enqueue one request; InvalidInput, DeadlineExceeded or QueueFull when refused.
+        `wait_estimate(rows)`: seconds until a request of `rows` rows queued now would be answered; a
+        request whose deadline comes sooner is refused now instead of run late."""
         policy = self._policy
         rows = request_rows(inputs, policy.max_batch_size) if policy.batching else 1
         if timeout_s is not None and not timeout_s >= 0:
@@ -117,6 +131,14 @@ class RequestQueue:
         if policy.max_queue_size and self._depth >= policy.max_queue_size:
             self._observer.on_rejected("queue_full")
             raise QueueFull(f"{self._name} queue is full (max_queue_size {policy.max_queue_size})")
+        if deadline is not None and wait_estimate is not None:
+            needed = wait_estimate(rows)
+            if now + needed > deadline:
+                self._observer.on_rejected("unmeetable")
+                raise DeadlineExceeded(
+                    f"{DEADLINE_TEXT}: {self._name} cannot answer in time (about {needed * 1e3:.0f} ms "
+                    f"of queued work, {(deadline - now) * 1e3:.0f} ms left)"
+                )
         timeout = policy.queue_timeout(timeout_s)
         pending = QueuedRequest(
             inputs=inputs,
@@ -129,6 +151,7 @@ class RequestQueue:
         )
         self._fifo.append(pending)
         self._depth += 1
+        self._rows += rows
         if pending.expires_at is not None:
             heapq.heappush(self._expiries, (pending.expires_at, next(self._seq), pending))
         return pending
@@ -139,6 +162,7 @@ class RequestQueue:
             return
         pending.queued = False
         self._depth -= 1
+        self._rows -= pending.rows
         if reason is not None:
             self._observer.on_rejected(reason)
 

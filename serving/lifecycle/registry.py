@@ -81,8 +81,11 @@ class ModelRegistry:
         loader: BackendLoader,
         planner: PlacementPlanner,
         telemetry: Telemetry | None = None,
+        *,
+        default_max_queue_size: int = 0,
     ) -> None:
         self.repository = repository
+        self._default_max_queue_size = default_max_queue_size  # for configs that set no max_queue_size
         self._loader = loader
         self._planner = planner
         self._telemetry = telemetry  # versions' statistics, metrics and drift (serving/telemetry/observer.py)
@@ -264,7 +267,9 @@ class ModelRegistry:
             model.failures[number] = str(exc)
             log.error("model '%s' version %d FAILED: %s", model.name, number, exc)
             return None
-        version = ModelVersion(spec, source, placements, self._telemetry)
+        version = ModelVersion(
+            spec, source, placements, self._telemetry, default_max_queue_size=self._default_max_queue_size
+        )
         model.loading[number] = version  # listed from now on (LOADING, WARMING); routed once switched in
         await version.load(self._loader)
         if version.state is not VersionState.READY:

@@ -35,8 +35,9 @@ log = logging.getLogger("serving.lifecycle")
 __all__ = ["BackendLoader", "ModelVersion", "VersionState", "batching_policy"]
 
 
-def batching_policy(spec: ModelSpec) -> BatchingPolicy:
-    """Dynamic batching as config.pbtxt asks; without `dynamic_batching` every request runs alone."""
+def batching_policy(spec: ModelSpec, default_max_queue_size: int = 0) -> BatchingPolicy:
+    """Dynamic batching as config.pbtxt asks; without `dynamic_batching` every request runs alone.
+    A config without max_queue_size gets the server's `default_max_queue_size` (0 = unbounded)."""
     db = spec.dynamic_batching
     if db is None:
         return BatchingPolicy(max_batch_size=0)
@@ -44,7 +45,7 @@ def batching_policy(spec: ModelSpec) -> BatchingPolicy:
         max_batch_size=spec.max_batch_size,
         preferred_batch_sizes=db.preferred_batch_sizes,
         max_queue_delay_s=db.max_queue_delay_s,
-        max_queue_size=db.queue.max_queue_size,
+        max_queue_size=db.queue.max_queue_size or default_max_queue_size,
         default_timeout_s=db.queue.default_timeout_s,
         allow_timeout_override=db.queue.allow_timeout_override,
     )
@@ -57,8 +58,11 @@ class ModelVersion:
         source: VersionSource,
         placements: Sequence[Placement],
         telemetry: Telemetry | None = None,
+        *,
+        default_max_queue_size: int = 0,
     ) -> None:
         self.spec = spec
+        self._default_max_queue_size = default_max_queue_size
         self.source = source
         self.version = source.version
         self.placements = tuple(placements)
@@ -96,7 +100,9 @@ class ModelVersion:
     def queue_capacity(self) -> int:
         """The batcher's max queue size; 0 = unbounded."""
         batching = self.spec.dynamic_batching
-        return batching.queue.max_queue_size if batching is not None else 0
+        if batching is None:
+            return 0
+        return batching.queue.max_queue_size or self._default_max_queue_size
 
     @property
     def parameters(self) -> Mapping[str, str]:
@@ -128,7 +134,7 @@ class ModelVersion:
                 await asyncio.to_thread(self._warm_up, backend)
             self._batcher = DynamicBatcher(
                 self._backends,
-                batching_policy(self.spec),
+                batching_policy(self.spec, self._default_max_queue_size),
                 observer=self.observer,
                 name=self.describe(),
             )

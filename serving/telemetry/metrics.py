@@ -48,7 +48,12 @@ LATENCY_BUCKETS = (
 # fmt: on
 STAGES = ("queue", "compute_input", "compute_infer", "compute_output")
 # The batcher's reject reasons → serving_requests_rejected_total's `reason` values (anything else: "other").
-REJECT_REASONS = {"queue_full": "queue_full", "deadline": "deadline_exceeded", "cancelled": "cancelled"}
+REJECT_REASONS = {
+    "queue_full": "queue_full",
+    "deadline": "deadline_exceeded",
+    "unmeetable": "deadline_unmeetable",  # refused at admission: the queue ahead outlasts the deadline
+    "cancelled": "cancelled",
+}
 DRIFT_STATISTICS = ("psi", "js_distance", "confidence_psi", "ks", "wasserstein")
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)

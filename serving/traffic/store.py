@@ -5,6 +5,9 @@
     <repo>/<model>/traffic.history.jsonl   append-only, one JSON object per change:
         {"time": "2025-05-01T12:00:00.000Z", "action": "split", "policy": {...} | null,
          "previous": {...} | null, "source": "admin@127.0.0.1:5555"}
+    <repo>/<model>/traffic.history.1.jsonl the entries before those (serving/traffic/history.py): the
+                                           history is bounded by rotation to the newest `history_limit`
+                                           to 2 × `history_limit` entries, and a write never re-reads it
 
 The format is documented, with an example, in docs/traffic-policy.md.
 
@@ -15,7 +18,7 @@ reader therefore sees the old file or the new one, never a mix; a crash leaves a
 threading.Lock (this store) and an flock on the model folder (other processes on the host); between
 hosts os.replace still makes the last writer win whole.
 
-Rollback is a stack. Replaying the history, every change (split, promote, shadow, clear, edit, …) pushes
+Rollback is a stack. Replaying the kept history, every change (split, promote, shadow, clear, edit, …) pushes
 an entry and every rollback pops one; `rollback()` restores the `previous` policy of the entry on top, so
 successive rollbacks walk back through the changes in reverse order (rolling back twice does not toggle).
 Nothing on the stack → PolicyError. Restoring a `previous` of null removes traffic.json (default routing).
@@ -39,26 +42,33 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from serving.errors import NotFound
+from serving.traffic.history import (
+    HISTORY_FILE,
+    ROLLBACK,
+    ROTATED_FILE,
+    HistoryEntry,
+    HistoryLog,
+    read_history,
+    rollback_stack,
+)
 from serving.traffic.policy import PolicyError, TrafficPolicy
+
+__all__ = ["HISTORY_FILE", "ROLLBACK", "ROTATED_FILE", "HistoryEntry", "PolicyStore", "rollback_stack"]
 
 log = logging.getLogger(__name__)
 
 POLICY_FILE = "traffic.json"
-HISTORY_FILE = "traffic.history.jsonl"
-ROLLBACK = "rollback"
 EDIT = "edit"
 CLEAR = "clear"
 FILE_SOURCE = "file"
 _TEMP_PREFIX = f".{POLICY_FILE}."
 _TEMP_SUFFIX = ".tmp"
 _STALE_TEMP_S = 60.0  # a temp file this old belongs to a writer that crashed
-_HISTORY_KEYS = ("time", "action", "policy", "previous", "source")
 
 Clock = Callable[[], datetime]
 
@@ -73,51 +83,6 @@ class FileSignature(NamedTuple):
     mtime_ns: int
     size: int
     inode: int
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    time: datetime  # UTC
-    action: str
-    policy: TrafficPolicy | None  # the policy after the change (None = no policy: default routing)
-    previous: TrafficPolicy | None  # the policy before it
-    source: str  # who made it, free text: "admin@10.0.0.7:5555", "file"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "time": self.time.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "action": self.action,
-            "policy": None if self.policy is None else self.policy.to_dict(),
-            "previous": None if self.previous is None else self.previous.to_dict(),
-            "source": self.source,
-        }
-
-    @classmethod
-    def from_dict(cls, data: object) -> HistoryEntry:
-        if not isinstance(data, dict) or any(key not in data for key in _HISTORY_KEYS):
-            raise PolicyError(f"a history entry is an object with {', '.join(_HISTORY_KEYS)}")
-        if not isinstance(data["action"], str) or not isinstance(data["source"], str):
-            raise PolicyError("action and source must be strings")
-        try:
-            when = datetime.fromisoformat(str(data["time"]))
-        except ValueError:
-            raise PolicyError(f"time: not an ISO-8601 time: {data['time']!r}") from None
-        return cls(
-            time=when if when.tzinfo is not None else when.replace(tzinfo=UTC),
-            action=data["action"],
-            policy=_optional_policy("policy", data["policy"]),
-            previous=_optional_policy("previous", data["previous"]),
-            source=data["source"],
-        )
-
-
-def _optional_policy(where: str, data: object) -> TrafficPolicy | None:
-    if data is None:
-        return None
-    try:
-        return TrafficPolicy.from_dict(data)
-    except PolicyError as exc:
-        raise PolicyError(f"{where}.{exc}") from None
 
 
 def parse_policy(path: Path, raw: bytes) -> TrafficPolicy:
@@ -149,25 +114,14 @@ def policy_text(policy: TrafficPolicy) -> str:
     return json.dumps(policy.to_dict(), indent=2) + "\n"
 
 
-def rollback_stack(entries: list[HistoryEntry]) -> list[HistoryEntry]:
-    """Replay the history: every change pushes its entry, every rollback pops one."""
-    stack: list[HistoryEntry] = []
-    for entry in entries:
-        if entry.action == ROLLBACK:
-            if stack:
-                stack.pop()
-        else:
-            stack.append(entry)
-    return stack
-
-
 class PolicyStore:
     """Reads and writes `<repository>/<model>/traffic.json` and its history."""
 
-    def __init__(self, repository: Path, clock: Clock = _utc_now) -> None:
+    def __init__(self, repository: Path, clock: Clock = _utc_now, history_limit: int = 1000) -> None:
         self.repository = repository
         self._clock = clock
         self._lock = threading.Lock()
+        self._history = HistoryLog(history_limit)  # bounded, rotated; writes never re-read it
 
     # ---- paths and reading ---------------------------------------------------------------------
 
@@ -197,8 +151,8 @@ class PolicyStore:
         return parse_policy(path, raw)
 
     def history(self, model: str, limit: int | None = None) -> list[HistoryEntry]:
-        """The latest `limit` changes (all if None), oldest first."""
-        entries = self._read_history(self.history_path(model))
+        """The latest `limit` changes (all that are kept if None), oldest first."""
+        entries = read_history(self._folder(model))
         if limit is None:
             return entries
         return entries[-limit:] if limit > 0 else []
@@ -230,7 +184,7 @@ class PolicyStore:
         the history (or is invalid: then there is nothing trustworthy to record)."""
         folder = self._existing_folder(model)
         with self._locked(folder) as dir_fd:
-            return self._record_edit(folder, self._read_history(folder / HISTORY_FILE), source, dir_fd)[1]
+            return self._record_edit(folder, self._history.stack(folder), source, dir_fd)[1]
 
     # ---- internals -----------------------------------------------------------------------------
 
@@ -243,22 +197,19 @@ class PolicyStore:
     ) -> HistoryEntry:
         folder = self._existing_folder(model)
         with self._locked(folder) as dir_fd:
-            entries = self._read_history(folder / HISTORY_FILE)
-            current, edit = self._record_edit(folder, entries, FILE_SOURCE, dir_fd)
-            stack = rollback_stack(entries + ([edit] if edit is not None else []))
-            new = decide(stack, current)
+            current, _ = self._record_edit(folder, self._history.stack(folder), FILE_SOURCE, dir_fd)
+            new = decide(self._history.stack(folder), current)
             _remove_stale_temps(folder)
             _write_policy(folder / POLICY_FILE, new, dir_fd)
             entry = HistoryEntry(self._now(), action, new, current, source)
-            _append_line(folder / HISTORY_FILE, entry.to_dict(), dir_fd)
+            self._history.append(folder, entry, dir_fd)
         log.info("traffic policy of '%s': %s by %s", model, action, source)
         return entry
 
     def _record_edit(
-        self, folder: Path, entries: list[HistoryEntry], source: str, dir_fd: int
+        self, folder: Path, stack: list[HistoryEntry], source: str, dir_fd: int
     ) -> tuple[TrafficPolicy | None, HistoryEntry | None]:
         """The current policy, recording an `edit` first if the file differs from the history."""
-        stack = rollback_stack(entries)
         recorded = stack[-1].policy if stack else None
         try:
             on_disk = self.load(folder.name)
@@ -268,23 +219,8 @@ class PolicyStore:
         if on_disk == recorded:
             return recorded, None
         edit = HistoryEntry(self._now(), EDIT, on_disk, recorded, source)
-        _append_line(folder / HISTORY_FILE, edit.to_dict(), dir_fd)
+        self._history.append(folder, edit, dir_fd)
         return on_disk, edit
-
-    def _read_history(self, path: Path) -> list[HistoryEntry]:
-        try:
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        entries: list[HistoryEntry] = []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                entries.append(HistoryEntry.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, PolicyError) as exc:
-                log.warning("%s:%d: skipping an unreadable history entry: %s", path, number, exc)
-        return entries
 
     def _folder(self, model: str) -> Path:
         if not model or model in (".", "..") or any(c in model for c in "/\\\0"):
@@ -350,20 +286,3 @@ def _remove_stale_temps(folder: Path) -> None:
             if temp.stat().st_mtime < deadline:
                 temp.unlink()
                 log.info("%s: removed a temp file left by an interrupted write", temp)
-
-
-def _append_line(path: Path, record: dict[str, Any], dir_fd: int) -> None:
-    """Append one JSON line with one write and fsync it; first end a line a crash left torn."""
-    data = (json.dumps(record) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        size = os.fstat(fd).st_size
-        if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
-            data = b"\n" + data
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.fsync(dir_fd)

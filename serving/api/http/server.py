@@ -27,6 +27,7 @@ import grpc
 from aiohttp import web
 
 from serving.api import load_override, model_codec
+from serving.api.admission import AdmissionGate
 from serving.api.auth import AdminGuard
 from serving.api.codec import ROUTING_KEY_METADATA
 from serving.api.http import shared_memory
@@ -91,9 +92,12 @@ class HttpFrontEnd:
         shutdown_timeout_s: float,
         requests: RequestRecorder | None = None,
         admin_guard: AdminGuard | None = None,
+        gate: AdmissionGate | None = None,
     ) -> None:
         self._service = service
         self._admin = admin_guard or AdminGuard(None)  # repository load/unload (serving/api/auth.py)
+        self._gate = gate or AdmissionGate()  # accepted calls: refused while draining, awaited by stop
+        self._shutdown_timeout_s = shutdown_timeout_s
         self._requests = requests  # serving_requests_total, latency and the access log, as for gRPC
         self._app = web.Application(middlewares=[errors_as_json], client_max_size=max_body_bytes)
         self._add_routes()
@@ -122,8 +126,11 @@ class HttpFrontEnd:
         await web.TCPSite(self._runner, host, port, ssl_context=ssl_context).start()
         return int(self._runner.addresses[0][1])
 
-    async def stop(self) -> None:
-        """Stop listening; requests already running finish (up to the shutdown timeout)."""
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Refuse new requests (503), let the accepted ones finish (up to `timeout_s`, by default the
+        shutdown timeout), then stop listening and close the connections."""
+        self._gate.begin_drain()
+        await self._gate.drained(self._shutdown_timeout_s if timeout_s is None else timeout_s)
         await self._runner.cleanup()
 
     # ---- health and metadata --------------------------------------------------------------------
@@ -154,19 +161,25 @@ class HttpFrontEnd:
         started = time.perf_counter()
         model, version = _model(request)
         facts, code = RequestFacts(model, version, "", None), grpc.StatusCode.OK
+        gate = self._gate
         try:
-            decoded, encoding = decode_infer(
-                await request.read(),
-                request.headers.get(HEADER_LENGTH),
-                model,
-                version,
-                request.headers.get(ROUTING_KEY_METADATA, ""),
-                self._service.shared_memory,
-            )
-            facts = RequestFacts(model, version, decoded.id, None)
-            response = await self._service.infer(decoded)
-            facts = RequestFacts(model, version, decoded.id, (response.model_name, response.model_version))
-            body, header_length = encode_infer(response, encoding)
+            gate.enter(inference=True)  # refused (503) while draining or beyond max_concurrent_rpcs
+            try:
+                decoded, encoding = decode_infer(
+                    await request.read(),
+                    request.headers.get(HEADER_LENGTH),
+                    model,
+                    version,
+                    request.headers.get(ROUTING_KEY_METADATA, ""),
+                    self._service.shared_memory,
+                )
+                facts = RequestFacts(model, version, decoded.id, None)
+                response = await self._service.infer(decoded)
+                served = (response.model_name, response.model_version)
+                facts = RequestFacts(model, version, decoded.id, served)
+                body, header_length = encode_infer(response, encoding)
+            finally:
+                gate.leave(inference=True)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
@@ -199,8 +212,9 @@ class HttpFrontEnd:
     async def load(self, request: web.Request) -> web.Response:
         """Triton's `config` and `file:<path>` (base64) parameters override the model for this load."""
         self._check_admin(request)
-        override = load_override.from_json(await _json_body(request))
-        await self._service.load(request.match_info["model"], override)
+        with self._gate.admitted(inference=False):
+            override = load_override.from_json(await _json_body(request))
+            await self._service.load(request.match_info["model"], override)
         return web.Response(status=200)
 
     def _check_admin(self, request: web.Request) -> None:
@@ -209,8 +223,9 @@ class HttpFrontEnd:
 
     async def unload(self, request: web.Request) -> web.Response:
         self._check_admin(request)
-        await _json_body(request)
-        await self._service.unload(request.match_info["model"])
+        with self._gate.admitted(inference=False):
+            await _json_body(request)
+            await self._service.unload(request.match_info["model"])
         return web.Response(status=200)
 
 
