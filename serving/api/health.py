@@ -113,12 +113,15 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
     async def _watch(self, service: str) -> AsyncIterator[health_pb2.HealthCheckResponse]:
         last: int | None = None
         while True:
+            # Read before the status: a shutdown that begins while this generator waits at its `yield`
+            # (the reply still being sent) is seen on the next pass, which then sends NOT_SERVING.
+            stopping = self._shutting_down.is_set()
             status = self.status(service)
             current = SERVICE_UNKNOWN if status is None else status
             if current != last:
                 yield health_pb2.HealthCheckResponse(status=current)
                 last = current
-            if self._shutting_down.is_set():
+            if stopping:
                 return
             try:
                 await asyncio.wait_for(self._shutting_down.wait(), self._watch_interval_s)

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+from grpc_health.v1 import health_pb2
 
 from serving.api.health import HEALTH_SERVICE, NOT_SERVING, SERVING, HealthServicer
 from serving.api.reflection import REFLECTION_SERVICE, reflection_pool
@@ -55,3 +56,19 @@ def test_reflection_pool_resolves_our_and_grpc_services() -> None:
     assert pool.FindMessageTypeByName("inference.ModelInferRequest").fields_by_name["raw_input_contents"]
     assert pool.FindServiceByName("grpc.health.v1.Health").methods_by_name["Check"]
     assert pool.FindServiceByName("grpc.reflection.v1alpha.ServerReflection")
+
+
+async def test_watch_sends_not_serving_when_shutdown_begins_while_a_reply_is_being_sent(tmp_path: Path) -> None:
+    """The race CI hit: shutdown began while the Watch waited at its `yield` (SERVING still being sent);
+    the stream must still send NOT_SERVING before it ends, never end silently."""
+    write_add_repository(tmp_path, name="add")
+    registry = ModelRegistry(
+        ModelRepository(tmp_path), lambda *_: FakeBackend(add_one), lambda spec, source: [Placement("cpu")]
+    )
+    ready = asyncio.Event()
+    ready.set()
+    health = HealthServicer(registry, ready, watch_interval_s=60)
+    stream = health.Watch(health_pb2.HealthCheckRequest(service=""), None)  # Watch reads no context
+    assert (await anext(stream)).status == SERVING
+    health.begin_shutdown()  # while the generator is suspended at its yield
+    assert [reply.status async for reply in stream] == [NOT_SERVING]
