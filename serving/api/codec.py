@@ -185,13 +185,7 @@ def _decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | m
     count = element_count(shape, dtype.itemsize, where)
     if tensor.datatype == "BYTES":
         items = split_bytes(raw, where) if raw is not None else list(tensor.contents.bytes_contents)
-        if len(items) != count:
-            raise InvalidInput(
-                f"{where}: {len(items)} BYTES elements for shape {list(shape)} ({count} expected)"
-            )
-        array = np.empty(count, dtype=object)
-        array[:] = items
-        return array.reshape(shape)
+        return bytes_tensor(items, shape, count, where)
     if raw is not None:
         expected = count * dtype.itemsize
         if len(raw) != expected:
@@ -209,6 +203,16 @@ def _decode_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | m
             f"{where}: {len(values)} values in contents for shape {list(shape)} ({count} expected)"
         )
     return np.asarray(values, dtype=dtype).reshape(shape)
+
+
+def bytes_tensor(items: list[bytes], shape: tuple[int, ...], count: int, where: str) -> Array:
+    """A BYTES tensor (object array of `bytes`) of `shape` from its `count` elements; InvalidInput when
+    the client sent another number of elements. Every transport builds its BYTES inputs here."""
+    if len(items) != count:
+        raise InvalidInput(f"{where}: {len(items)} BYTES elements for shape {list(shape)} ({count} expected)")
+    array = np.empty(count, dtype=object)
+    array[:] = items
+    return array.reshape(shape)
 
 
 def element_count(shape: Sequence[int], itemsize: int, where: str) -> int:

@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 
 from serving.api.codec import (
     MAX_INPUTS_PER_REQUEST,
+    bytes_tensor,
     element_count,
     output_classes,
     queue_timeout_s,
@@ -31,6 +32,7 @@ from serving.api.codec import (
     routing_key,
     split_bytes,
 )
+from serving.api.http.bodies import json_object
 from serving.core.classification import CLASSIFICATION_PARAMETER
 from serving.core.request import InferenceRequest, InferenceResponse, ParamValue
 from serving.errors import InvalidInput, ModelExecutionError
@@ -75,7 +77,7 @@ def decode_infer(
     """InvalidInput, naming the input, when the body does not describe the tensors it carries.
     `regions`: the registered shared-memory regions that inputs and outputs may name."""
     json_end = _header_length(header_length, len(body))
-    document = _json_object(body[:json_end])
+    document = json_object(body[:json_end])
     parameters = _parameters(document.get("parameters"), "request")
     inputs = _decode_inputs(document.get("inputs"), memoryview(body)[json_end:], regions)
     requested, classes, encoding = _outputs(document.get("outputs"), parameters, regions)
@@ -106,16 +108,6 @@ def _header_length(value: str | None, body_length: int) -> int:
     if not 0 <= length <= body_length:
         raise InvalidInput(f"{HEADER_LENGTH} {length} is outside the body's {body_length} bytes")
     return length
-
-
-def _json_object(data: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    return document
 
 
 def _parameters(value: Any, where: str) -> dict[str, ParamValue]:
@@ -183,12 +175,7 @@ def _decode_binary_tensor(tensor: Mapping[str, Any], data: bytes | memoryview) -
     where, shape, datatype, dtype = _shape_and_dtype(tensor)
     count = element_count(shape, dtype.itemsize, where)
     if datatype == "BYTES":
-        items = split_bytes(bytes(data), where)
-        if len(items) != count:
-            raise InvalidInput(
-                f"{where}: {len(items)} BYTES elements for shape {list(shape)} ({count} expected)"
-            )
-        return _object_array(items, shape)
+        return bytes_tensor(split_bytes(bytes(data), where), shape, count, where)
     expected = count * dtype.itemsize
     if len(data) != expected:
         raise InvalidInput(
@@ -208,11 +195,7 @@ def _decode_json_tensor(tensor: Mapping[str, Any]) -> Array:
         items = _flatten(data, where)
         if not all(isinstance(item, str) for item in items):
             raise InvalidInput(f"{where}: BYTES elements must be JSON strings")
-        if len(items) != count:
-            raise InvalidInput(
-                f"{where}: {len(items)} BYTES elements for shape {list(shape)} ({count} expected)"
-            )
-        return _object_array([item.encode("utf-8") for item in items], shape)
+        return bytes_tensor([item.encode("utf-8") for item in items], shape, count, where)
     try:
         values = np.asarray(data)
     except ValueError:
@@ -246,12 +229,6 @@ def _flatten(data: list[Any], where: str) -> list[Any]:
         else:
             stack.pop()
     return flat
-
-
-def _object_array(items: list[bytes], shape: tuple[int, ...]) -> Array:
-    array = np.empty(len(items), dtype=object)
-    array[:] = items
-    return array.reshape(shape)
 
 
 def _outputs(

@@ -16,12 +16,10 @@ serving/api/status.py. Ready endpoints answer 200 (ready) or 400 (not), as Trito
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import grpc
 from aiohttp import web
@@ -31,6 +29,7 @@ from serving.api.admission import AdmissionGate
 from serving.api.auth import AdminGuard
 from serving.api.codec import ROUTING_KEY_METADATA
 from serving.api.http import shared_memory
+from serving.api.http.bodies import json_response, optional_json_object
 from serving.api.http.json_codec import HEADER_LENGTH, decode_infer, encode_infer, message_json
 from serving.api.request_log import REQUEST_ID_METADATA, RequestFacts, RequestRecorder
 from serving.api.status import http_status_of, message_of, status_of
@@ -44,12 +43,8 @@ MODEL = "/v2/models/{model}"
 VERSIONED = "/v2/models/{model}/versions/{version}"
 
 
-def _json(document: Any, status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(document).encode(), status=status, content_type="application/json")
-
-
 def _error(status: int, message: str) -> web.Response:
-    return _json({"error": message}, status)
+    return json_response({"error": message}, status)
 
 
 @web.middleware
@@ -67,20 +62,6 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 
 def _ready(ready: bool) -> web.Response:
     return web.Response(status=200 if ready else 400)
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    """An optional JSON object body (repository calls); {} when empty."""
-    data = await request.read()
-    if not data.strip():
-        return {}
-    try:
-        document = json.loads(data)
-    except ValueError as exc:
-        raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    return document
 
 
 class HttpFrontEnd:
@@ -145,15 +126,15 @@ class HttpFrontEnd:
         return _ready(self._service.model_ready(*_model(request)))
 
     async def server_metadata(self, request: web.Request) -> web.Response:
-        return _json(message_json(model_codec.server_metadata(self._service.server_info())))
+        return json_response(message_json(model_codec.server_metadata(self._service.server_info())))
 
     async def model_metadata(self, request: web.Request) -> web.Response:
         info = self._service.model_info(*_model(request))
-        return _json(message_json(model_codec.model_metadata(info)))
+        return json_response(message_json(model_codec.model_metadata(info)))
 
     async def model_config(self, request: web.Request) -> web.Response:
         version = self._service.model_version(*_model(request))
-        return _json(message_json(model_codec.effective_config(version)))
+        return json_response(message_json(model_codec.effective_config(version)))
 
     # ---- inference ------------------------------------------------------------------------------
 
@@ -200,20 +181,20 @@ class HttpFrontEnd:
     async def statistics(self, request: web.Request) -> web.Response:
         name = request.match_info.get("model", "")
         versions = self._service.statistics(name, request.match_info.get("version", ""))
-        return _json(message_json(model_codec.model_statistics(versions)))
+        return json_response(message_json(model_codec.model_statistics(versions)))
 
     async def repository_index(self, request: web.Request) -> web.Response:
-        ready = (await _json_body(request)).get("ready", False)
+        ready = (await optional_json_object(request)).get("ready", False)
         if not isinstance(ready, bool):
             raise InvalidInput("'ready' must be a boolean")
         index = model_codec.repository_index(self._service.repository_index(ready))
-        return _json([message_json(entry) for entry in index.models])
+        return json_response([message_json(entry) for entry in index.models])
 
     async def load(self, request: web.Request) -> web.Response:
         """Triton's `config` and `file:<path>` (base64) parameters override the model for this load."""
         self._check_admin(request)
         with self._gate.admitted(inference=False):
-            override = load_override.from_json(await _json_body(request))
+            override = load_override.from_json(await optional_json_object(request))
             await self._service.load(request.match_info["model"], override)
         return web.Response(status=200)
 
@@ -224,7 +205,7 @@ class HttpFrontEnd:
     async def unload(self, request: web.Request) -> web.Response:
         self._check_admin(request)
         with self._gate.admitted(inference=False):
-            await _json_body(request)
+            await optional_json_object(request)
             await self._service.unload(request.match_info["model"])
         return web.Response(status=200)
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 from aiohttp import web
 
+from serving.api.http.bodies import json_response, optional_json_object
 from serving.errors import InvalidInput
 from serving.shared_memory.regions import SharedMemoryRegions
 
@@ -45,12 +45,12 @@ class SharedMemoryRoutes:
 
     async def system_status(self, request: web.Request) -> web.Response:
         listed = self._regions.system_status(request.match_info.get("name", ""))
-        return _json(
+        return json_response(
             [{"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size} for r in listed]
         )
 
     async def system_register(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await optional_json_object(request)
         key = body.get("key")
         if not isinstance(key, str):
             raise InvalidInput("'key' must be a string")
@@ -64,10 +64,12 @@ class SharedMemoryRoutes:
 
     async def cuda_status(self, request: web.Request) -> web.Response:
         listed = self._regions.cuda_status(request.match_info.get("name", ""))
-        return _json([{"name": r.name, "device_id": r.device_id, "byte_size": r.byte_size} for r in listed])
+        return json_response(
+            [{"name": r.name, "device_id": r.device_id, "byte_size": r.byte_size} for r in listed]
+        )
 
     async def cuda_register(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await optional_json_object(request)
         handle = body.get("raw_handle")
         encoded = handle.get("b64") if isinstance(handle, dict) else None
         if not isinstance(encoded, str):
@@ -83,20 +85,6 @@ class SharedMemoryRoutes:
     async def cuda_unregister(self, request: web.Request) -> web.Response:
         self._regions.unregister_cuda(request.match_info.get("name", ""))
         return web.Response(status=200)
-
-
-def _json(document: Any) -> web.Response:
-    return web.Response(body=json.dumps(document).encode(), content_type="application/json")
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        document = json.loads(await request.read() or b"{}")
-    except ValueError as exc:
-        raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    return document
 
 
 def _count(body: dict[str, Any], key: str, required: bool = True) -> int:
