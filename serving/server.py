@@ -141,7 +141,7 @@ class ServingServer:
     def _input_names(self, model_name: str) -> frozenset[str] | None:
         """The input names of `model_name`'s config when it is loaded (None: not loaded)."""
         model = self.registry.loaded_model(model_name)
-        return None if model is None or model.spec is None else frozenset(t.name for t in model.spec.inputs)
+        return None if model is None or model.spec is None else model.spec.input_names
 
     def _plan(self, spec: ModelSpec, source: VersionSource) -> list[Placement]:
         capable = gpu_capable(source.platform, self.inventory)

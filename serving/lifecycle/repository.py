@@ -11,6 +11,7 @@ folder, version folder and model file must resolve (symlinks followed) inside th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -89,11 +90,10 @@ class ModelSpec:
     parameters: dict[str, str]
     warmup: tuple[WarmupSample, ...] = ()  # `model_warmup`; empty = the built-in sample
 
-    def input(self, name: str) -> TensorSpec | None:
-        return next((t for t in self.inputs if t.name == name), None)
-
-    def output(self, name: str) -> TensorSpec | None:
-        return next((t for t in self.outputs if t.name == name), None)
+    @functools.cached_property
+    def input_names(self) -> frozenset[str]:
+        """The declared inputs' names, built once (request checks look names up in it)."""
+        return frozenset(t.name for t in self.inputs)
 
 
 @dataclass(frozen=True)
