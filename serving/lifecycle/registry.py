@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from serving.backends.base import Placement
 from serving.errors import InvalidInput, ModelConfigError, NotFound, Unavailable
+from serving.lifecycle.memory import release_freed_memory
 from serving.lifecycle.repository import (
     BackendLoader,
     ModelRepository,
@@ -229,6 +230,8 @@ class ModelRegistry:
             model.failures = {n: r for n, r in model.failures.items() if n in wanted}
             failures = [f"version {n}: {model.failures[n]}" for n in wanted if n in model.failures]
         await asyncio.gather(*(v.drain_and_unload() for v in retired + stale))
+        if retired or stale:
+            await asyncio.to_thread(release_freed_memory)
         if failures:
             raise ModelConfigError(f"failed to load '{name}': " + "; ".join(failures))
 
@@ -286,6 +289,7 @@ class ModelRegistry:
             model.versions.clear()
             self._models.pop(name, None)
         await asyncio.gather(*(v.drain_and_unload() for v in versions))
+        await asyncio.to_thread(release_freed_memory)
 
     async def close(self) -> None:
         await asyncio.gather(*(self.unload(name) for name in list(self._models)))
