@@ -43,6 +43,7 @@ from serving.lifecycle.registry import ModelRegistry
 from serving.lifecycle.repository import ModelRepository, ModelSpec, VersionSource
 from serving.proto import admin_pb2, inference_pb2
 from serving.shared_memory.regions import SharedMemoryRegions
+from serving.telemetry.runtime import RuntimeCollector
 from serving.traffic.router import TrafficControl
 from serving.traffic.shadow import ShadowRunner
 from serving.traffic.store import PolicyStore
@@ -186,6 +187,7 @@ class ServingServer:
             self.ports.admin = _bind(self._admin_grpc, admin_address, tls)
             if self.ports.admin == 0:
                 raise OSError(f"cannot bind the admin service on {admin_address}")
+        self.metrics_registry.register(RuntimeCollector(asyncio.get_running_loop()))
         self.ports.metrics = self.monitoring.start(self.settings.host, self.settings.metrics_port)
         if self._http is not None and self.settings.http_port is not None:
             context = None if tls is None else tls.ssl_context()

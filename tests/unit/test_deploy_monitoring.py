@@ -8,6 +8,7 @@ tests skip, except in CI (env CI set), where a missing promtool fails them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from serving.telemetry.gpu import GpuReading
 from serving.telemetry.metrics import ServingMetrics
+from serving.telemetry.runtime import RuntimeCollector
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
@@ -44,18 +46,28 @@ class FakeGpu:
         return [GpuReading(0, 1, 2, 0.5)]
 
 
-def exported_names() -> set[str]:
-    """Every sample name a scrape can show: the registry ServingMetrics builds (GPU collector included)."""
+def served_registry() -> CollectorRegistry:
+    """What the server registers: ServingMetrics (GPU collector included) and the runtime gauges."""
     registry = CollectorRegistry()
     ServingMetrics(registry, gpu_probe=FakeGpu(), process_metrics=False)
-    return {family.name + suffix for family in registry.collect() for suffix in SUFFIXES[family.type]}
+    loop = asyncio.new_event_loop()
+    registry.register(RuntimeCollector(loop))
+    loop.close()
+    return registry
+
+
+def exported_names() -> set[str]:
+    """Every sample name a scrape can show."""
+    return {
+        family.name + suffix for family in served_registry().collect() for suffix in SUFFIXES[family.type]
+    }
 
 
 def documented_names() -> set[str]:
     """How docs/metrics.md names each metric: counters with `_total`, histograms and gauges bare."""
-    registry = CollectorRegistry()
-    ServingMetrics(registry, gpu_probe=FakeGpu(), process_metrics=False)
-    return {family.name + ("_total" if family.type == "counter" else "") for family in registry.collect()}
+    return {
+        family.name + ("_total" if family.type == "counter" else "") for family in served_registry().collect()
+    }
 
 
 def promtool() -> str:
