@@ -123,7 +123,7 @@ class RepositoryPoller:
                 continue
             if now != self._applied.get(name):
                 await self._apply(name, now)
-        self._follow_policies()
+        await self._follow_policies()
 
     async def _apply(self, name: str, snapshot: ModelSnapshot | None) -> None:
         if snapshot is None:
@@ -142,7 +142,7 @@ class RepositoryPoller:
         except ServingError as exc:
             log.error("model '%s': %s", name, exc)
 
-    def _follow_policies(self) -> None:
+    async def _follow_policies(self) -> None:
         if self._traffic is None:
             return
         for name in sorted(self._applied):
@@ -152,4 +152,5 @@ class RepositoryPoller:
             self._signatures[name] = signature
             self._traffic.refresh(name)
             if not self._traffic.status(name).error:
-                self._traffic.reconcile(name)
+                # appends to the history with fsync: off the event loop, so inference never waits on it
+                await asyncio.to_thread(self._traffic.reconcile, name)
