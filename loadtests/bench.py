@@ -1,0 +1,213 @@
+"""``python -m loadtests bench``: issue 8's table in one run, side by side on this machine.
+
+It builds the bench models (models/bench_builder.py) into ``WORK/repo``, then measures, one after the
+other: raw ONNX Runtime in this process (1 and 2 threads, batch 1 and the best batch), the no-model
+gRPC server, ours (dynamic batching, then without), and MLServer 1.7.1 with ``--peer mlserver``. Each
+server is a subprocess on 127.0.0.1 that the bench starts and stops. Every sampled reply of ours and of
+MLServer is checked against in-process ONNX Runtime; a wrong reply, or an error, fails the run (exit 1).
+Options: ``--perf-analyzer`` (Triton's perf_analyzer confirms our figure at one load point) and
+``--rss DURATION`` (ours' resident memory over a long run at c=32: flat within +-5%?).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadtests.bench_client import Probe, Window, measure
+from loadtests.bench_raw import expected_outputs, raw_limit
+from loadtests.bench_servers import ROOT, BenchServerError, Subprocess, start_noop, start_ours
+from loadtests.bench_table import MLSERVER, NO_MODEL, OURS, OURS_NOBATCH, Block, render, verification
+from loadtests.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_PASS
+from loadtests.units import parse_duration
+
+WIDTHS = {"mlp_small": 64, "mlp_large": 512}
+DISTINCT_REQUESTS = 16
+
+
+def add_bench_command(commands: Any) -> None:
+    bench = commands.add_parser("bench", help="issue 8's table: raw, no-model, ours, MLServer, in one run")
+    bench.add_argument("--models", default="mlp_small,mlp_large", help="bench models (default both)")
+    bench.add_argument("--batch", default="1", help="rows per request, e.g. 1 or 1,8 (default 1)")
+    bench.add_argument("--concurrency", default="1,8,32,64", help="columns (default 1,8,32,64)")
+    bench.add_argument("--duration", default="3s", help="measured time per window (default 3s)")
+    bench.add_argument("--warmup", default="0.3s", help="unmeasured time before each window")
+    bench.add_argument("--work-dir", type=Path, default=ROOT / "build" / "bench")
+    bench.add_argument("--check-every", type=int, default=16, help="check 1 reply in N after the first 64")
+    bench.add_argument("--peer", choices=("mlserver",), help="also measure this server (own venv)")
+    bench.add_argument(
+        "--peer-configs", default="all", help="MLServer configurations to try: all, or e.g. off-0,on-default"
+    )
+    bench.add_argument(
+        "--perf-analyzer", action="store_true", help="confirm ours at one load point with perf_analyzer"
+    )
+    bench.add_argument("--perf-analyzer-concurrency", type=int, default=8)
+    bench.add_argument("--rss", help="also track ours' RSS over this long a run at c=32, e.g. 5m")
+    bench.add_argument("--rss-concurrency", type=int, default=32)
+    bench.add_argument("--json", type=Path, help="write every figure here")
+
+
+def _levels(text: str, name: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise ValueError(f"--{name} {text!r}: expected positive integers, e.g. 1,8,32")
+    return values
+
+
+def build_repository(work_dir: Path, models: Sequence[str]) -> Path:
+    repository = work_dir / "repo"
+    builder = [
+        sys.executable,
+        str(ROOT / "models" / "bench_builder.py"),
+        str(repository),
+        "--models",
+        *models,
+    ]
+    done = subprocess.run(builder, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise BenchServerError(f"models/bench_builder.py failed:\n{done.stdout}{done.stderr}")
+    return repository
+
+
+def probes(repository: Path, model: str, batch: int) -> tuple[Probe, Probe]:
+    """(ours' probe with expected outputs, the no-model server's probe with the same rows)."""
+    rng = np.random.default_rng(batch)
+    inputs = [
+        rng.standard_normal((batch, WIDTHS[model])).astype(np.float32) for _ in range(DISTINCT_REQUESTS)
+    ]
+    expected = expected_outputs(repository / model / "1" / "model.onnx", inputs)
+    return Probe(model, "input", "output", inputs, expected), Probe("noop", "input", "output", inputs, None)
+
+
+def _measure_levels(
+    url: str, probe: Probe, levels: Sequence[int], args: argparse.Namespace
+) -> dict[int, Window]:
+    duration, warmup = parse_duration(args.duration), parse_duration(args.warmup)
+    return {c: measure(url, probe, c, duration, warmup, args.check_every) for c in levels}
+
+
+def _with_server(server: Subprocess, work: Any) -> Any:
+    try:
+        return work(server)
+    finally:
+        server.stop()
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except (BenchServerError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _run(args: argparse.Namespace) -> int:
+    models = [name.strip() for name in args.models.split(",") if name.strip()]
+    unknown = sorted(set(models) - set(WIDTHS))
+    if unknown or not models:
+        raise ValueError(f"--models: unknown {unknown}; known {sorted(WIDTHS)}")
+    batches, levels = _levels(args.batch, "batch"), _levels(args.concurrency, "concurrency")
+    duration = parse_duration(args.duration)
+    work_dir = Path(args.work_dir)
+    repository = build_repository(work_dir, models)
+    print(f"bench repository {repository} ({', '.join(models)}); measuring ...", flush=True)
+    blocks = {(m, b): Block(m, b) for m in models for b in batches}
+    pairs = {key: probes(repository, *key) for key in blocks}
+    for model in models:
+        raws = [
+            raw_limit(repository / model / "1" / "model.onnx", WIDTHS[model], t, duration) for t in (1, 2)
+        ]
+        for batch in batches:
+            blocks[(model, batch)].raw = raws
+
+    def noop(server: Subprocess) -> None:
+        for key, (_, blank) in pairs.items():
+            blocks[key].rows[NO_MODEL] = _measure_levels(server.url, blank, levels, args)
+
+    _with_server(start_noop(work_dir / "logs" / "noop.log"), noop)
+    extra: list[str] = []
+
+    def ours(server: Subprocess) -> None:
+        for (model, batch), (probe, _) in pairs.items():
+            block = blocks[(model, batch)]
+            block.rows[OURS] = _measure_levels(server.url, probe, levels, args)
+            nobatch = Probe(
+                f"{model}_nobatch", probe.input_name, probe.output_name, probe.inputs, probe.expected
+            )
+            block.rows[OURS_NOBATCH] = _measure_levels(server.url, nobatch, levels, args)
+        extra.extend(_extras(server, pairs[(models[0], batches[0])][0], args, work_dir))
+
+    variants = [name for model in models for name in (model, f"{model}_nobatch")]
+    _with_server(start_ours(repository, variants, work_dir / "logs" / "ours.log"), ours)
+    if args.peer == "mlserver":
+        from loadtests.bench_mlserver import measure_mlserver
+
+        for key, best in measure_mlserver(work_dir, repository, pairs, levels, args).items():
+            blocks[key].peer_label, blocks[key].rows[MLSERVER] = best
+    return _report(list(blocks.values()), levels, duration, extra, args)
+
+
+def _extras(server: Subprocess, probe: Probe, args: argparse.Namespace, work_dir: Path) -> list[str]:
+    lines: list[str] = []
+    if args.perf_analyzer:
+        from loadtests.bench_extras import confirm_with_perf_analyzer
+
+        lines += confirm_with_perf_analyzer(server.url, probe, args)
+    if args.rss:
+        from loadtests.bench_extras import track_rss
+
+        lines += track_rss(server, probe, args)
+    return lines
+
+
+def _report(
+    blocks: list[Block], levels: Sequence[int], duration: float, extra: list[str], args: argparse.Namespace
+) -> int:
+    for line in render(blocks, levels, duration):
+        print(line)
+    for line in extra:
+        print(line)
+    checked, errors, problems = verification(blocks)
+    if args.json:
+        args.json.write_text(json.dumps(_document(blocks), indent=1))
+    for problem in problems[:20]:
+        print(f"PROBLEM {problem}")
+    failed = bool(problems) or errors > 0 or checked == 0 or any(line.startswith("PROBLEM") for line in extra)
+    print(
+        f"replies verified against in-process ONNX Runtime: {checked} checked, "
+        f"{sum(len(w.wrong) for b in blocks for ws in b.rows.values() for w in ws.values())} wrong, "
+        f"{errors} errors: {'FAIL' if failed else 'PASS'}"
+    )
+    return EXIT_FAIL if failed else EXIT_PASS
+
+
+def _document(blocks: Sequence[Block]) -> dict[str, Any]:
+    return {
+        "kind": "bench",
+        "blocks": [
+            {
+                "model": block.model,
+                "batch": block.batch,
+                "peer": block.peer_label,
+                "raw": [raw.__dict__ for raw in block.raw],
+                "rows": {
+                    label: {
+                        str(c): {"rows_per_s": w.rows_per_s, "p50_ms": w.p50_s * 1e3, "errors": w.errors}
+                        for c, w in windows.items()
+                    }
+                    for label, windows in block.rows.items()
+                },
+            }
+            for block in blocks
+        ],
+    }
