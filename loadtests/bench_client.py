@@ -118,7 +118,13 @@ async def _measure(
     async with grpc.aio.insecure_channel(url, options=CHANNEL_OPTIONS) as channel:
         call = channel.unary_unary(METHOD)  # bytes in, bytes out: the client parses only what it checks
         for index, request in enumerate(requests):  # warm-up, and every distinct request checked once
-            problem = check_reply(probe, index, await call(request, timeout=30))
+            try:
+                reply = await call(request, timeout=30)
+            except grpc.aio.AioRpcError as err:  # the model is missing or broken: measure nothing
+                window.errors += 1
+                window.first_error = f"{err.code().name}: {err.details()}"
+                return window
+            problem = check_reply(probe, index, reply)
             window.checked += 1
             if problem:
                 window.wrong.append(problem)
