@@ -70,4 +70,6 @@ def test_bench_prints_the_table_with_every_reply_verified(
     verdict = out.strip().splitlines()[-1]
     checked = int(verdict.split(": ")[1].split()[0])
     assert verdict.endswith("0 wrong, 0 errors: PASS") and checked > 4 * 16, out
-    assert list(tmp_path.glob("logs/*.log")) and (tmp_path / "repo" / "mlp_small" / "1" / "model.onnx").is_file()
+    assert (
+        list(tmp_path.glob("logs/*.log")) and (tmp_path / "repo" / "mlp_small" / "1" / "model.onnx").is_file()
+    )

@@ -27,7 +27,9 @@ def bench_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ours(bench_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Subprocess]:
-    server = start_ours(bench_repo, ["mlp_small", "mlp_small_nobatch"], tmp_path_factory.mktemp("log") / "o.log")
+    server = start_ours(
+        bench_repo, ["mlp_small", "mlp_small_nobatch"], tmp_path_factory.mktemp("log") / "o.log"
+    )
     yield server
     assert server.stop() == 0, server.log_tail()
 
