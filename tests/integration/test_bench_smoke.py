@@ -73,3 +73,17 @@ def test_bench_prints_the_table_with_every_reply_verified(
     assert (
         list(tmp_path.glob("logs/*.log")) and (tmp_path / "repo" / "mlp_small" / "1" / "model.onnx").is_file()
     )
+
+
+def test_served_vs_raw_spreads_clients_over_processes_and_reports_idle_p50(
+    live_server: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The GPU check's shape of the bench (many client processes, best raw batch, idle p50), on the CPU."""
+    args = ["--url", live_server.grpc_address, "--model-repository", str(MODELS), "--model", "digits"]
+    args += ["--version", "2", "--duration", "0.3", "--concurrency", "4", "--client-processes", "2"]
+    code = served_vs_raw.main([*args, "--raw-batches", "4,8", "--idle", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "served c=4   1 row:" in out and "(2 client process(es))" in out, out
+    assert "raw    batch 4  :" in out and "raw    batch 8  :" in out and out.count("(best)") == 1, out
+    assert "idle (c=1) p50 " in out, out
