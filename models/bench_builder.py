@@ -1,6 +1,6 @@
 """Builds the bench models (issue 8) into a bench repository in a work folder, never into models/.
 
-    python models/bench_builder.py DEST [--models mlp_small mlp_large] [--force]
+    python models/bench_builder.py DEST [--models mlp_small mlp_large] [--force] [--resnet50]
 
     mlp_small  64 -> 128 -> ReLU -> 10 -> softmax                          (serving-overhead bound)
     mlp_large  512 -> 2048 -> ReLU -> 2048 -> ReLU -> 1000 -> softmax      (compute bound)
@@ -11,6 +11,10 @@ Each model is written twice, with the same file and two configs: ``NAME`` (dynam
 500 us) and ``NAME_nobatch`` (no dynamic_batching); both max_batch_size 64, one CPU instance,
 cpu_threads "1". ``DEST/.bench-stamp`` records a digest of this file and the torch version; a model
 whose digest matches is not rebuilt. It needs torch and onnx, nothing of the server.
+
+``--resnet50`` also writes ``resnet50`` (models/resnet50.py, seeded) as TorchScript only, with a GPU
+config (fp16, CUDA graphs, max_batch_size 128, two instances): what scripts/gpu_check.sh serves on a
+device machine, whose image has torch but no ONNX exporter.
 """
 
 from __future__ import annotations
@@ -137,14 +141,44 @@ def build(dest: Path, names: Sequence[str], force: bool = False) -> list[str]:
     return lines
 
 
+RESNET50_CONFIG = """name: "resnet50"
+max_batch_size: 128
+input [ { name: "images" data_type: TYPE_UINT8 dims: [ 3, 224, 224 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 1000 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 1000 default_queue_policy { max_queue_size: 4096 } }
+instance_group [ { count: 2 kind: KIND_AUTO } ]
+parameters { key: "precision" value: { string_value: "fp16" } }
+parameters { key: "cuda_graphs" value: { string_value: "true" } }
+"""
+
+
+def build_resnet50(dest: Path) -> str:
+    """resnet50/1/model.pt (TorchScript, seeded weights) and its GPU config, unless already there."""
+    from resnet50 import seeded_resnet50  # models/resnet50.py: this script's folder is on sys.path
+
+    folder = dest / "resnet50"
+    path = folder / "1" / "model.pt"
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    (folder / "config.pbtxt").write_text(RESNET50_CONFIG)
+    if path.is_file():
+        return f"resnet50: up to date ({path})"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(seeded_resnet50(seed=SEED)), str(path))
+    return f"resnet50: built {path} ({path.stat().st_size / 1e6:.0f} MB, TorchScript)"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="models/bench_builder.py", description=__doc__.split("\n")[0])
     parser.add_argument("dest", type=Path)
-    parser.add_argument("--models", nargs="+", default=sorted(LAYERS), choices=sorted(LAYERS))
+    parser.add_argument("--models", nargs="*", default=sorted(LAYERS), choices=sorted(LAYERS))
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--resnet50", action="store_true", help="also resnet50 (TorchScript, GPU config)")
     args = parser.parse_args(argv)
     for line in build(args.dest, args.models, args.force):
         print(line, flush=True)
+    if args.resnet50:
+        print(build_resnet50(args.dest), flush=True)
 
 
 if __name__ == "__main__":
