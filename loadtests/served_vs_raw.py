@@ -63,7 +63,8 @@ def raw_runner(model_file: Path, input_name: str, device: str = "cpu", precision
 
 def time_raw(run: RawRunner, sample: np.ndarray, duration_s: float) -> tuple[float, float]:
     """(rows per second, median seconds per call) of back-to-back calls on one thread."""
-    run(sample)  # warm-up
+    for _ in range(3):  # warm-up (TorchScript's profiling executor optimises over the first calls)
+        run(sample)
     latencies: list[float] = []
     end = time.perf_counter() + duration_s
     while time.perf_counter() < end:
