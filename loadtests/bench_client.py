@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import numpy as np
@@ -110,6 +111,22 @@ def check_reply(probe: Probe, index: int, reply: bytes) -> str | None:
     return None
 
 
+async def _check_each(call: Any, probe: Probe, requests: Sequence[bytes], window: Window) -> bool:
+    """Warm-up: every distinct request once, each reply checked; False when the server fails one."""
+    for index, request in enumerate(requests):
+        try:
+            reply = await call(request, timeout=30)
+        except grpc.aio.AioRpcError as err:  # the model is missing or broken: measure nothing
+            window.errors += 1
+            window.first_error = f"{err.code().name}: {err.details()}"
+            return False
+        problem = check_reply(probe, index, reply)
+        window.checked += 1
+        if problem:
+            window.wrong.append(problem)
+    return True
+
+
 async def _measure(
     url: str, probe: Probe, concurrency: int, duration_s: float, warmup_s: float, check_every: int
 ) -> Window:
@@ -117,25 +134,14 @@ async def _measure(
     requests = probe.requests()
     async with grpc.aio.insecure_channel(url, options=CHANNEL_OPTIONS) as channel:
         call = channel.unary_unary(METHOD)  # bytes in, bytes out: the client parses only what it checks
-        for index, request in enumerate(requests):  # warm-up, and every distinct request checked once
-            try:
-                reply = await call(request, timeout=30)
-            except grpc.aio.AioRpcError as err:  # the model is missing or broken: measure nothing
-                window.errors += 1
-                window.first_error = f"{err.code().name}: {err.details()}"
-                return window
-            problem = check_reply(probe, index, reply)
-            window.checked += 1
-            if problem:
-                window.wrong.append(problem)
-        await asyncio.sleep(0)
+        if not await _check_each(call, probe, requests, window):
+            return window
         sent = 0
-        measuring = False
-        end = time.perf_counter() + warmup_s + duration_s
         start_at = time.perf_counter() + warmup_s
+        end = start_at + duration_s
 
         async def client(offset: int) -> None:
-            nonlocal sent, measuring
+            nonlocal sent
             index = offset % len(requests)
             while (now := time.perf_counter()) < end:
                 sent += 1
@@ -146,7 +152,7 @@ async def _measure(
                     window.errors += 1
                     window.first_error = window.first_error or f"{err.code().name}: {err.details()}"
                     continue
-                if now >= start_at:
+                if now >= start_at:  # calls started in the warm-up are not counted
                     window.latencies_s.append(time.perf_counter() - now)
                 if sent <= ALWAYS_CHECKED or sent % check_every == 0:
                     window.checked += 1
@@ -154,7 +160,6 @@ async def _measure(
                     if problem:
                         window.wrong.append(problem)
 
-        await asyncio.sleep(0)
         clients = [asyncio.create_task(client(i)) for i in range(concurrency)]
         await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
         measured_from = time.perf_counter()
