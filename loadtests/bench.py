@@ -25,6 +25,7 @@ from loadtests.bench_client import Probe, Window, measure
 from loadtests.bench_raw import expected_outputs, raw_limit
 from loadtests.bench_servers import ROOT, BenchServerError, Subprocess, start_noop, start_ours
 from loadtests.bench_table import MLSERVER, NO_MODEL, OURS, OURS_NOBATCH, Block, render, verification
+from loadtests.bench_targets import judge
 from loadtests.exit_codes import EXIT_ERROR, EXIT_FAIL, EXIT_PASS
 from loadtests.units import parse_duration
 
@@ -173,7 +174,7 @@ def _extras(server: Subprocess, probe: Probe, args: argparse.Namespace, work_dir
 def _report(
     blocks: list[Block], levels: Sequence[int], duration: float, extra: list[str], args: argparse.Namespace
 ) -> int:
-    for line in render(blocks, levels, duration):
+    for line in render(blocks, levels, duration) + judge(blocks):
         print(line)
     for line in extra:
         print(line)

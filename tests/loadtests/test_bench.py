@@ -13,8 +13,10 @@ import pytest
 from loadtests.bench import build_repository, probes
 from loadtests.bench_client import Probe, Window, check_reply, measure
 from loadtests.bench_extras import rss_flat
+from loadtests.bench_raw import RawLimit
 from loadtests.bench_servers import Subprocess, rss_bytes, start_noop, start_ours
 from loadtests.bench_table import NO_MODEL, OURS, Block, render_block
+from loadtests.bench_targets import judge
 from serving.proto import inference_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,3 +125,21 @@ def test_rss_flat_ignores_warm_up_and_judges_the_rest() -> None:
     growing = [100 + i for i in range(20)]
     low, high, flat = rss_flat(growing)
     assert not flat and high > 1.05
+
+
+def test_targets_are_judged_on_the_runs_own_figures() -> None:
+    small = Block("mlp_small", 1)
+    small.rows[NO_MODEL] = {1: _window(1, 2000), 32: _window(32, 4000), 64: _window(64, 4000)}
+    small.rows[OURS] = {1: _window(1, 600), 32: _window(32, 3300), 64: _window(64, 3100)}
+    small.rows[OURS][1].latencies_s = [0.0009] * 600  # p50 0.9 ms against 1 ms + 0.007 ms + 0.3 ms
+    small.raw = [RawLimit(1, 100_000, 7e-6, 256, 2_000_000)]
+    large = Block("mlp_large", 8)
+    large.rows[OURS] = {32: _window(32, 500, 8)}
+    large.raw = [RawLimit(1, 1000, 1e-3, 64, 6000)]
+    lines = judge([small, large])
+    assert "  mlp_small c=32 >= 0.8 x no-model: ours 3,300 vs needed 3,200: met" in lines
+    assert "  mlp_small c=64 >= 0.8 x no-model: ours 3,100 vs needed 3,200: NOT met" in lines
+    assert "  mlp_large batch 8 c=32 >= 0.7 x raw best rows/s: ours 4,000 vs needed 4,200: NOT met" in lines
+    (idle,) = [line for line in lines if "idle" in line]
+    assert idle.endswith("ours 0.90 ms vs 1.31 ms: met")
+    assert not any("MLServer" in line for line in lines)  # not measured in this run: not judged
