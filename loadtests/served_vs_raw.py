@@ -114,9 +114,13 @@ async def time_served(
     return len(latencies) * row.shape[0] / elapsed, float(np.median(latencies)), errors
 
 
-def _served_in_process(job: tuple[str, str, str, bytes, bytes, int, float]) -> tuple[float, list[float], int]:
-    """A client process's share: (rows/s, latency sample, errors); arguments travel serialised."""
-    url, model, version, meta, row_bytes, concurrency, duration_s = job
+def _served_in_process(
+    job: tuple[str, str, str, bytes, bytes, int, float, float],
+) -> tuple[float, list[float], int]:
+    """A client process's share: (rows/s, latency sample, errors); arguments travel serialised. Every
+    process starts at the same wall-clock time, so their windows overlap (process start-up varies)."""
+    url, model, version, meta, row_bytes, concurrency, duration_s, start_at = job
+    time.sleep(max(0.0, start_at - time.time()))
     input_meta = InputMeta.FromString(meta)
     row = np.load(io.BytesIO(row_bytes))
     rate, latencies, errors = asyncio.run(
@@ -155,8 +159,9 @@ def time_served_processes(
     buffer = io.BytesIO()
     np.save(buffer, row)
     shares = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
+    start_at = time.time() + 2.0 + 0.25 * processes  # after every process has started
     jobs = [
-        (url, model, version, input_meta.SerializeToString(), buffer.getvalue(), share, duration_s)
+        (url, model, version, input_meta.SerializeToString(), buffer.getvalue(), share, duration_s, start_at)
         for share in shares
         if share > 0
     ]
