@@ -81,13 +81,14 @@ def build_repository(work_dir: Path, models: Sequence[str]) -> Path:
 
 
 def probes(repository: Path, model: str, batch: int) -> tuple[Probe, Probe]:
-    """(ours' probe with expected outputs, the no-model server's probe with the same rows)."""
+    """(ours' probe with ONNX Runtime's outputs, the no-model server's: the same rows, echoed)."""
     rng = np.random.default_rng(batch)
     inputs = [
         rng.standard_normal((batch, WIDTHS[model])).astype(np.float32) for _ in range(DISTINCT_REQUESTS)
     ]
     expected = expected_outputs(repository / model / "1" / "model.onnx", inputs)
-    return Probe(model, "input", "output", inputs, expected), Probe("noop", "input", "output", inputs, None)
+    echoed = [rows.copy() for rows in inputs]  # the no-model server echoes each input back
+    return Probe(model, "input", "output", inputs, expected), Probe(model, "input", "input", inputs, echoed)
 
 
 def _measure_levels(

@@ -1,8 +1,9 @@
 """The servers the bench measures, each a subprocess on 127.0.0.1 that the bench starts and stops.
 
     ours      python -m serving serve on the bench repository (metrics and drift on: the defaults)
-    no-model  the loadtests no-op server (grpc.aio + uvloop, a pre-serialised reply): the transport
-              ceiling; ``python -m loadtests.bench_servers noop PORT`` runs it
+    no-model  grpc.aio + uvloop answering ModelInfer by echoing each input back as an output (parse,
+              build, serialise; no model): the transport ceiling;
+              ``python -m loadtests.bench_servers noop PORT`` runs it
 Each is started on a free port (port 0 where the program reports its port, else one picked free),
 waited for until it says it is ready, and stopped with SIGTERM (then SIGKILL).
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SERVICE = "inference.GRPCInferenceService"
 OURS_READY = re.compile(r"ready grpc=(\S+):(\d+)")
 NOOP_READY = re.compile(r"listening on (\S+):(\d+)")
 
@@ -121,10 +123,33 @@ def rss_bytes(pid: int) -> int:
     return int(match.group(1)) * 1024 if match else 0
 
 
-async def _serve_noop(port: int) -> None:
-    from loadtests.noop_server import NoopConfig, start_noop_server
+def echo_reply(request: bytes) -> bytes:
+    """The no-model server's reply: each input back as an output of the same name, shape and bytes."""
+    from serving.proto import inference_pb2 as pb
 
-    server, bound, _ = await start_noop_server(NoopConfig(), "127.0.0.1", port)
+    parsed = pb.ModelInferRequest.FromString(request)
+    reply = pb.ModelInferResponse(
+        model_name=parsed.model_name, model_version=parsed.model_version, id=parsed.id
+    )
+    for tensor in parsed.inputs:
+        reply.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+    reply.raw_output_contents.extend(parsed.raw_input_contents)
+    return reply.SerializeToString()
+
+
+async def _serve_echo(port: int) -> None:
+    """grpc.aio + uvloop, ModelInfer only, bytes in and out: what serving costs with no model at all."""
+    import grpc
+
+    async def model_infer(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return echo_reply(request)
+
+    server = grpc.aio.server()
+    handler = grpc.unary_unary_rpc_method_handler(model_infer)  # no (de)serialisers: bytes
+    service = grpc.method_handlers_generic_handler(SERVICE, {"ModelInfer": handler})
+    server.add_generic_rpc_handlers((service,))
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
     print(f"listening on 127.0.0.1:{bound}", flush=True)
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -140,7 +165,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     import uvloop
 
-    uvloop.run(_serve_noop(int(argv[1])))
+    uvloop.run(_serve_echo(int(argv[1])))
     return 0
 
 

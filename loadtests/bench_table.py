@@ -87,8 +87,8 @@ def render_block(block: Block, levels: Sequence[int]) -> list[str]:
     if MLSERVER in block.rows:
         lines.append(_ratio_row("ratio ours / MLServer", ours, block.rows[MLSERVER], levels))
     lines += _raw_lines(block)
-    if block.raw and ours:
-        best = max(raw.best_rows_per_s for raw in block.raw if raw.threads == 1)
+    best = max((raw.best_rows_per_s for raw in block.raw if raw.threads == 1), default=0.0)
+    if best and ours and max(window.rows_per_s for window in ours.values()) >= 0.01 * best:
         lines.append(
             _ratio_row("ratio ours / raw best batch (1 thread)", ours, _constant(best, levels), levels)
         )

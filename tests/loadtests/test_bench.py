@@ -89,7 +89,7 @@ def test_unknown_model_is_an_error_not_a_figure(ours: Subprocess, bench_repo: Pa
     assert window.errors > 0 and "NOT_FOUND" in window.first_error and not window.latencies_s
 
 
-def test_noop_server_runs_as_a_subprocess_and_answers(tmp_path: Path, bench_repo: Path) -> None:
+def test_no_model_server_runs_as_a_subprocess_and_echoes_the_input(tmp_path: Path, bench_repo: Path) -> None:
     _, blank = probes(bench_repo, "mlp_small", 1)
     server = start_noop(tmp_path / "noop.log")
     try:
@@ -97,8 +97,9 @@ def test_noop_server_runs_as_a_subprocess_and_answers(tmp_path: Path, bench_repo
         window = measure(server.url, blank, 2, 0.2, 0.0)
     finally:
         server.stop()
-    assert window.errors == 0 and window.latencies_s and window.wrong == []
+    assert window.errors == 0 and window.latencies_s and window.wrong == [] and window.checked > 16
     assert rss_bytes(server.pid) == 0
+    assert blank.expected is not None and np.array_equal(blank.expected[0], blank.inputs[0])
 
 
 def _window(concurrency: int, requests: int, rows: int = 1) -> Window:
