@@ -1,10 +1,12 @@
 """``python -m loadtests bench``: issue 8's table in one run, side by side on this machine.
 
 It builds the bench models (models/bench_builder.py) into ``WORK/repo``, then measures, one after the
-other: raw ONNX Runtime in this process (1 and 2 threads, batch 1 and the best batch), the no-model
-gRPC server, ours (dynamic batching, then without), and MLServer 1.7.1 with ``--peer mlserver``. Each
-server is a subprocess on 127.0.0.1 that the bench starts and stops. Every sampled reply of ours and of
-MLServer is checked against in-process ONNX Runtime; a wrong reply, or an error, fails the run (exit 1).
+other: raw ONNX Runtime in this process (1 and 2 threads, batch 1 and the best batch); the no-model
+gRPC server and ours (dynamic batching, and without), all up at once but loaded one at a time, their
+windows interleaved per concurrency level (``--rounds`` rounds, the median kept); then MLServer 1.7.1
+with ``--peer mlserver``. Each server is a subprocess on 127.0.0.1 that the bench starts and stops.
+Every sampled reply is checked (ours' and MLServer's against in-process ONNX Runtime, the no-model
+server's against the input it echoes); a wrong reply, or an error, fails the run (exit 1).
 Options: ``--perf-analyzer`` (Triton's perf_analyzer confirms our figure at one load point) and
 ``--rss DURATION`` (ours' resident memory over a long run at c=32: flat within +-5%?).
 """
@@ -40,6 +42,7 @@ def add_bench_command(commands: Any) -> None:
     bench.add_argument("--concurrency", default="1,8,32,64", help="columns (default 1,8,32,64)")
     bench.add_argument("--duration", default="3s", help="measured time per window (default 3s)")
     bench.add_argument("--warmup", default="0.3s", help="unmeasured time before each window")
+    bench.add_argument("--rounds", type=int, default=1, help="windows per cell, interleaved; median shown")
     bench.add_argument("--work-dir", type=Path, default=ROOT / "build" / "bench")
     bench.add_argument("--check-every", type=int, default=16, help="check 1 reply in N after the first 64")
     bench.add_argument("--peer", choices=("mlserver",), help="also measure this server (own venv)")
@@ -91,18 +94,34 @@ def probes(repository: Path, model: str, batch: int) -> tuple[Probe, Probe]:
     return Probe(model, "input", "output", inputs, expected), Probe(model, "input", "input", inputs, echoed)
 
 
-def _measure_levels(
-    url: str, probe: Probe, levels: Sequence[int], args: argparse.Namespace
-) -> dict[int, Window]:
+def median_window(windows: Sequence[Window]) -> Window:
+    """The round with the median rows/s, carrying every round's checks and errors (all are verified)."""
+    ordered = sorted(windows, key=lambda window: window.rows_per_s)
+    chosen = ordered[(len(ordered) - 1) // 2]
+    others = [window for window in windows if window is not chosen]
+    chosen.checked += sum(window.checked for window in others)
+    chosen.errors += sum(window.errors for window in others)
+    for window in others:
+        chosen.wrong += window.wrong
+        chosen.first_error = chosen.first_error or window.first_error
+    return chosen
+
+
+def measure_interleaved(
+    targets: dict[str, tuple[str, Probe]], levels: Sequence[int], args: argparse.Namespace
+) -> dict[str, dict[int, Window]]:
+    """For each level, `--rounds` rounds of one window per target, back to back (the targets' windows
+    lie side by side in time, so a neighbour's burst hits them alike); the median round per cell."""
     duration, warmup = parse_duration(args.duration), parse_duration(args.warmup)
-    return {c: measure(url, probe, c, duration, warmup, args.check_every) for c in levels}
-
-
-def _with_server(server: Subprocess, work: Any) -> Any:
-    try:
-        return work(server)
-    finally:
-        server.stop()
+    cells: dict[str, dict[int, Window]] = {label: {} for label in targets}
+    for c in levels:
+        rounds: dict[str, list[Window]] = {label: [] for label in targets}
+        for _ in range(args.rounds):
+            for label, (url, probe) in targets.items():
+                rounds[label].append(measure(url, probe, c, duration, warmup, args.check_every))
+        for label, windows in rounds.items():
+            cells[label][c] = median_window(windows)
+    return cells
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -118,6 +137,8 @@ def _run(args: argparse.Namespace) -> int:
     unknown = sorted(set(models) - set(WIDTHS))
     if unknown or not models:
         raise ValueError(f"--models: unknown {unknown}; known {sorted(WIDTHS)}")
+    if args.rounds < 1:
+        raise ValueError(f"--rounds {args.rounds}: at least 1")
     batches, levels = _levels(args.batch, "batch"), _levels(args.concurrency, "concurrency")
     duration = parse_duration(args.duration)
     work_dir = Path(args.work_dir)
@@ -131,26 +152,25 @@ def _run(args: argparse.Namespace) -> int:
         ]
         for batch in batches:
             blocks[(model, batch)].raw = raws
-
-    def noop(server: Subprocess) -> None:
-        for key, (_, blank) in pairs.items():
-            blocks[key].rows[NO_MODEL] = _measure_levels(server.url, blank, levels, args)
-
-    _with_server(start_noop(work_dir / "logs" / "noop.log"), noop)
-    extra: list[str] = []
-
-    def ours(server: Subprocess) -> None:
-        for (model, batch), (probe, _) in pairs.items():
-            block = blocks[(model, batch)]
-            block.rows[OURS] = _measure_levels(server.url, probe, levels, args)
-            nobatch = Probe(
-                f"{model}_nobatch", probe.input_name, probe.output_name, probe.inputs, probe.expected
-            )
-            block.rows[OURS_NOBATCH] = _measure_levels(server.url, nobatch, levels, args)
-        extra.extend(_extras(server, pairs[(models[0], batches[0])][0], args, work_dir))
-
     variants = [name for model in models for name in (model, f"{model}_nobatch")]
-    _with_server(start_ours(repository, variants, work_dir / "logs" / "ours.log"), ours)
+    noop = start_noop(work_dir / "logs" / "noop.log")
+    try:
+        ours = start_ours(repository, variants, work_dir / "logs" / "ours.log")
+        try:
+            for (model, batch), (probe, echo) in pairs.items():
+                nobatch = Probe(f"{model}_nobatch", "input", "output", probe.inputs, probe.expected)
+                targets = {
+                    NO_MODEL: (noop.url, echo),
+                    OURS: (ours.url, probe),
+                    OURS_NOBATCH: (ours.url, nobatch),
+                }
+                blocks[(model, batch)].rows.update(measure_interleaved(targets, levels, args))
+            noop.stop()
+            extra = _extras(ours, pairs[(models[0], batches[0])][0], args)
+        finally:
+            ours.stop()
+    finally:
+        noop.stop()
     if args.peer == "mlserver":
         from loadtests.bench_mlserver import measure_mlserver
 
@@ -159,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
     return _report(list(blocks.values()), levels, duration, extra, args)
 
 
-def _extras(server: Subprocess, probe: Probe, args: argparse.Namespace, work_dir: Path) -> list[str]:
+def _extras(server: Subprocess, probe: Probe, args: argparse.Namespace) -> list[str]:
     lines: list[str] = []
     if args.perf_analyzer:
         from loadtests.bench_extras import confirm_with_perf_analyzer

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadtests.bench import build_repository, probes
+from loadtests.bench import build_repository, median_window, probes
 from loadtests.bench_client import Probe, Window, check_reply, measure
 from loadtests.bench_extras import rss_flat
 from loadtests.bench_raw import RawLimit
@@ -144,3 +144,14 @@ def test_targets_are_judged_on_the_runs_own_figures() -> None:
     (idle,) = [line for line in lines if "idle" in line]
     assert idle.endswith("ours 0.90 ms vs 1.31 ms: met")
     assert not any("MLServer" in line for line in lines)  # not measured in this run: not judged
+
+
+def test_median_round_is_shown_and_every_rounds_checks_count() -> None:
+    rounds = [_window(8, n) for n in (300, 100, 200)]
+    rounds[1].wrong, rounds[1].checked = ["mlp_small: request 3 differs"], 5
+    rounds[2].errors, rounds[2].first_error, rounds[2].checked = 2, "UNAVAILABLE: x", 7
+    rounds[0].checked = 1
+    chosen = median_window(rounds)
+    assert chosen is rounds[2] and chosen.requests_per_s == 200
+    assert chosen.checked == 13 and chosen.wrong == ["mlp_small: request 3 differs"] and chosen.errors == 2
+    assert median_window([_window(1, 10), _window(1, 20)]).requests_per_s == 10  # the lower of two
