@@ -136,7 +136,10 @@ class CudaGraphs:
                 self._module(*inputs)
             self._stream.synchronize()
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool, stream=self._stream):
+            # thread_local: another instance's thread may use the device while this one captures.
+            with torch.cuda.graph(
+                graph, pool=self._pool, stream=self._stream, capture_error_mode="thread_local"
+            ):
                 output = self._module(*inputs)
         except Exception as exc:  # noqa: BLE001 - any capture failure means: run this shape eagerly
             self._failed.add(key)
