@@ -264,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
             f"  idle (c=1) p50 {idle_p50 * 1e3:.3f} ms = raw batch-1 p50 "
             f"+ {(idle_p50 - raw1_p50) * 1e3:.3f} ms"
         )
+        # Issue 8's GPU targets (printed; they do not set the exit code).
+        met = {True: "met", False: "NOT met"}
+        print(f"  target served >= 0.8 x raw best batch: {met[served_rps >= 0.8 * rawb_rps]}")
+        print(f"  target idle p50 <= raw batch-1 p50 + 1 ms: {met[idle_p50 <= raw1_p50 + 1e-3]}")
     return 0 if errors == 0 else 1
 
 

@@ -86,4 +86,5 @@ def test_served_vs_raw_spreads_clients_over_processes_and_reports_idle_p50(
     assert code == 0, out
     assert "served c=4   1 row:" in out and "(2 client process(es))" in out, out
     assert "raw    batch 4  :" in out and "raw    batch 8  :" in out and out.count("(best)") == 1, out
-    assert "idle (c=1) p50 " in out, out
+    assert "idle (c=1) p50 " in out and "target served >= 0.8 x raw best batch: " in out, out
+    assert "target idle p50 <= raw batch-1 p50 + 1 ms: " in out, out
