@@ -42,7 +42,11 @@ step() {
   shift 2
   say ""
   say "== $name ($(date -u +%H:%M:%S), limit ${limit}s)"
-  timeout "$limit" "$@" 2>&1 | tee -a "$RESULTS"
+  if [ "$(type -t "$1")" = "function" ]; then  # timeout runs programs, not shell functions
+    "$@" 2>&1 | tee -a "$RESULTS"
+  else
+    timeout "$limit" "$@" 2>&1 | tee -a "$RESULTS"
+  fi
   local rc=${PIPESTATUS[0]}
   if [ "$rc" -ne 0 ]; then
     say "!! $name failed (exit $rc)"
@@ -55,9 +59,21 @@ say "gpu_check on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git re
 say "python: $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
 
 PYVER=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+# Without pip in the image, a wheel is a zip file: unpacked into the target folder it imports the same.
+unpack_wheels() {
+  local wheel
+  for wheel in "$CARRIED"/wheels/*.whl; do
+    "$PYTHON" -m zipfile -e "$wheel" "$WORK/site" || return 1
+  done
+  echo "unpacked $(ls "$CARRIED"/wheels/*.whl | wc -l) wheels into $WORK/site (no pip)"
+}
 if [ -d "$CARRIED/wheels" ] && [ "$PYVER" = "3.12" ]; then
-  step "install carried wheels" 120 "$PYTHON" -m pip install --quiet --no-index --no-deps --disable-pip-version-check \
-    --target "$WORK/site" "$CARRIED"/wheels/*.whl
+  if "$PYTHON" -m pip --version >/dev/null 2>&1; then
+    step "install carried wheels" 120 "$PYTHON" -m pip install --quiet --no-index --no-deps \
+      --disable-pip-version-check --target "$WORK/site" "$CARRIED"/wheels/*.whl
+  else
+    step "unpack carried wheels" 120 unpack_wheels
+  fi
   export PYTHONPATH="$WORK/site:$PWD"
 else
   say "carried wheels not used ($CARRIED/wheels for Python 3.12; this is $PYVER): using installed packages"
