@@ -157,8 +157,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         ours = start_ours(repository, variants, work_dir / "logs" / "ours.log")
         try:
+            warm_problems = _warm_up(ours, noop, pairs)
             for (model, batch), (probe, echo) in pairs.items():
-                nobatch = Probe(f"{model}_nobatch", "input", "output", probe.inputs, probe.expected)
+                nobatch = _nobatch(probe)
                 targets = {
                     NO_MODEL: (noop.url, echo),
                     OURS: (ours.url, probe),
@@ -166,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
                 }
                 blocks[(model, batch)].rows.update(measure_interleaved(targets, levels, args))
             noop.stop()
-            extra = _extras(ours, pairs[(models[0], batches[0])][0], args)
+            extra = warm_problems + _extras(ours, pairs[(models[0], batches[0])][0], args)
         finally:
             ours.stop()
     finally:
@@ -177,6 +178,27 @@ def _run(args: argparse.Namespace) -> int:
         for key, best in measure_mlserver(work_dir, repository, pairs, levels, args).items():
             blocks[key].peer_label, blocks[key].rows[MLSERVER] = best
     return _report(list(blocks.values()), levels, duration, extra, args)
+
+
+def _nobatch(probe: Probe) -> Probe:
+    return Probe(f"{probe.model}_nobatch", probe.input_name, probe.output_name, probe.inputs, probe.expected)
+
+
+def _warm_up(
+    ours: Subprocess, noop: Subprocess, pairs: dict[tuple[str, int], tuple[Probe, Probe]]
+) -> list[str]:
+    """Half a second at c=8 on every model variant and the no-model server before any window counts
+    (first batches, allocator pools, a fresh server's lazy set-up); replies still checked."""
+    problems: list[str] = []
+    for probe, echo in pairs.values():
+        for url, target in ((noop.url, echo), (ours.url, probe), (ours.url, _nobatch(probe))):
+            window = measure(url, target, 8, 0.5, 0.0, 1)
+            problems += [f"PROBLEM warm-up: {problem}" for problem in sorted(set(window.wrong))]
+            if window.errors:
+                problems.append(
+                    f"PROBLEM warm-up {target.model}: {window.errors} errors, {window.first_error}"
+                )
+    return problems
 
 
 def _extras(server: Subprocess, probe: Probe, args: argparse.Namespace) -> list[str]:
