@@ -157,7 +157,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         ours = start_ours(repository, variants, work_dir / "logs" / "ours.log")
         try:
-            warm_problems = _warm_up(ours, noop, pairs)
+            warm_problems = _warm_up(ours, noop, pairs, min(0.5, 2 * parse_duration(args.warmup)))
             for (model, batch), (probe, echo) in pairs.items():
                 nobatch = _nobatch(probe)
                 targets = {
@@ -185,14 +185,14 @@ def _nobatch(probe: Probe) -> Probe:
 
 
 def _warm_up(
-    ours: Subprocess, noop: Subprocess, pairs: dict[tuple[str, int], tuple[Probe, Probe]]
+    ours: Subprocess, noop: Subprocess, pairs: dict[tuple[str, int], tuple[Probe, Probe]], seconds: float
 ) -> list[str]:
-    """Half a second at c=8 on every model variant and the no-model server before any window counts
-    (first batches, allocator pools, a fresh server's lazy set-up); replies still checked."""
+    """Up to half a second (twice --warmup) at c=8 on every model variant and the no-model server before
+    any window counts (first batches, allocator pools, a fresh server's lazy set-up); replies checked."""
     problems: list[str] = []
     for probe, echo in pairs.values():
         for url, target in ((noop.url, echo), (ours.url, probe), (ours.url, _nobatch(probe))):
-            window = measure(url, target, 8, 0.5, 0.0, 1)
+            window = measure(url, target, 8, seconds, 0.0, 1)
             problems += [f"PROBLEM warm-up: {problem}" for problem in sorted(set(window.wrong))]
             if window.errors:
                 problems.append(
