@@ -1,4 +1,4 @@
-"""Command line: ``python -m loadtests run|sweep|scenario|compare|report|noop-server|selfcost``.
+"""Command line: ``python -m loadtests run|sweep|scenario|compare|report|noop-server|selfcost|bench``.
 
 This module is the argument parser and the conversion of arguments into the load generator's types;
 loadtests.commands runs the commands (and holds `main`), loadtests.exit_codes says what each exit
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from loadtests.bench import add_bench_command
 from loadtests.inputs import InputSpec, parse_shape_overrides
 from loadtests.keys import parse_keys
 from loadtests.plan import LoadShape, TargetSpec, Timing
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("file")
     report.add_argument("--html", required=True)
     _noop_commands(commands)
+    add_bench_command(commands)
     return parser
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from loadtests.bench import run_bench
 from loadtests.cli import (
     build_parser,
     load_shape,
@@ -54,6 +55,8 @@ def dispatch(args: argparse.Namespace) -> int:
         "selfcost": selfcost_command,
     }
     try:
+        if args.command == "bench":  # synchronous: it starts servers, each window runs in its own loop
+            return run_bench(args)
         return asyncio.run(handlers[args.command](args))
     except (ServerError, WorkerError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

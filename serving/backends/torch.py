@@ -12,7 +12,9 @@ config with TYPE_STRING tensors is refused at load.
 
 On 'cuda:N' each instance runs on its own CUDA stream (so several instances on one GPU overlap), with
 inputs staged through pinned host memory; the three compute stages are timed after synchronising
-that stream, so another instance's work never counts against this one. CUDA graphs are a later step.
+that stream, so another instance's work never counts against this one. With `cuda_graphs` a batching
+model replays one CUDA graph per padded batch-size bucket instead of launching its kernels one by one
+(serving/backends/torch_graphs.py: buckets, padding, guards and fallbacks).
 
 Parameters (config.pbtxt `parameters`, all strings):
     precision         fp32 (default) | fp16 | bf16: on a GPU the module and its floating inputs are
@@ -20,6 +22,10 @@ Parameters (config.pbtxt `parameters`, all strings):
     (torch's CPU intra-op threads are process-wide too: the server sets them once, `--torch-threads`.)
     cudnn_benchmark   true | false (default): sets torch.backends.cudnn.benchmark on a GPU placement;
                       this flag is process-wide in torch, so it holds for every model in the process
+    cuda_graphs       true | false (default): on a GPU, for a model with max_batch_size > 0, capture and
+                      replay a CUDA graph per batch-size bucket (1, 2, 4, ... max_batch_size), captured
+                      at load when every input has fixed dims, else when a bucket is first used; a
+                      batch no graph can take runs eagerly. Ignored (and logged) on the CPU
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from torch.export.passes import move_to_device_pass
 
 from serving.backends.base import BatchResult, ComputeTimings, InstanceSpec, Placement, TensorDecl
 from serving.backends.devices import DeviceInventory, gpu_index
+from serving.backends.torch_graphs import CudaGraphs, cuda_graphs_wanted
 from serving.errors import ModelConfigError, ModelExecutionError, Unavailable
 from serving.types import Array, TensorMap, utf8_bytes, utf8_texts
 
@@ -170,6 +177,7 @@ class TorchBackend:
         module = load_module(model_file, self._device)
         self._module: torch.nn.Module | None = module if self._half is None else module.to(self._half)
         self._stream = self._cuda_setup(parameters)
+        self._graphs = self._graph_setup(parameters, inputs, max_batch_size)
 
     def _cuda_setup(self, parameters: Mapping[str, str]) -> torch.cuda.Stream | None:
         """On a GPU: the instance's own stream, and cudnn.benchmark when asked for; None on the CPU."""
@@ -180,6 +188,27 @@ class TorchBackend:
             torch.backends.cudnn.benchmark = True
         return torch.cuda.Stream(self._device)  # type: ignore[no-untyped-call]
 
+    def _graph_setup(
+        self, parameters: Mapping[str, str], inputs: Sequence[TensorDecl], max_batch_size: int
+    ) -> CudaGraphs | None:
+        """On a GPU with `cuda_graphs`: the graphs, every bucket captured now when the dims are fixed."""
+        wanted = cuda_graphs_wanted(self._model_file, parameters, self._device, max_batch_size)
+        if not wanted or self._stream is None or self._module is None:
+            return None
+        graphs = CudaGraphs(self._module, max_batch_size, self._stream)
+        if all(decl.dtype.kind != "O" and -1 not in decl.dims for decl in inputs):
+            with torch.cuda.device(self._device), torch.cuda.stream(self._stream), torch.inference_mode():
+                examples = [self._example(decl) for decl in inputs]
+                graphs.warm(examples)
+            logger.info("%s: CUDA graphs for batch buckets %s", self._model_file, graphs.captured)
+        return graphs
+
+    def _example(self, decl: TensorDecl) -> torch.Tensor:
+        """One zero row of input `decl` on the device, in the dtype the module receives."""
+        tensor = torch.zeros((1, *decl.dims), dtype=torch_dtype(self._model_file, decl.name, decl.dtype))
+        tensor = tensor.to(self._device)
+        return tensor.to(self._half) if self._half is not None and tensor.is_floating_point() else tensor
+
     def infer(self, inputs: TensorMap) -> BatchResult:
         module, stream = self._module, self._stream  # locals: close() may run while a batch is in flight
         if module is None:
@@ -189,7 +218,7 @@ class TorchBackend:
             with torch.inference_mode():
                 return self._run(module, arrays, lambda: None)
         with torch.cuda.device(self._device), torch.cuda.stream(stream), torch.inference_mode():
-            return self._run(module, arrays, stream.synchronize)
+            return self._run(module, arrays, stream.synchronize, self._graphs)
 
     def _input(self, inputs: TensorMap, name: str) -> Array:
         try:
@@ -198,7 +227,11 @@ class TorchBackend:
             raise ModelExecutionError(f"{self._model_file}: batch lacks input {name!r}") from None
 
     def _run(
-        self, module: torch.nn.Module, arrays: dict[str, Array], sync: Callable[[], None]
+        self,
+        module: torch.nn.Module,
+        arrays: dict[str, Array],
+        sync: Callable[[], None],
+        graphs: CudaGraphs | None = None,
     ) -> BatchResult:
         """The three stages, each timed after `sync` (the instance's CUDA stream; nothing on the CPU)."""
         start = time.perf_counter_ns()
@@ -206,7 +239,9 @@ class TorchBackend:
         values = [self._to_device(name, array) for name, array in arrays.items()]
         sync()
         moved = time.perf_counter_ns()
-        result = module(*values)
+        result = None if graphs is None else graphs.run(values)
+        if result is None:
+            result = module(*values)
         sync()
         ran = time.perf_counter_ns()
         outputs = {name: self._to_host(name, value, rows) for name, value in self._named(result).items()}
@@ -279,6 +314,7 @@ class TorchBackend:
     def close(self) -> None:
         self._module = None
         self._stream = None
+        self._graphs = None
         # Device memory returns to torch's caching allocator; empty_cache would stall other instances.
 
 

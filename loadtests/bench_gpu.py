@@ -1,0 +1,141 @@
+"""The device checks of scripts/gpu_check.sh that run on the backends directly (no server).
+
+    python -m loadtests.bench_gpu backends REPOSITORY DEVICE    one inference per backend on DEVICE
+    python -m loadtests.bench_gpu graphs REPOSITORY DEVICE      CUDA graphs per bucket vs eager
+
+`backends`: the ONNX backend (mlp_small) and the torch backend (resnet50, fp16) each run one batch on
+DEVICE, checked against the same model on the CPU; a backend that cannot use DEVICE (onnxruntime
+without its CUDA provider) is reported as such. `graphs`: resnet50 with `cuda_graphs` true and false
+on DEVICE; for batches inside and between buckets, the outputs must agree and the time per batch of
+each is printed. Without a GPU it says so and checks nothing. Exit 1 when a check fails.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from serving.backends.base import Backend, Placement, TensorDecl
+from serving.backends.devices import detect_inventory
+from serving.backends.loader import create_backend
+from serving.errors import ServingError
+
+FP32, UINT8 = np.dtype(np.float32), np.dtype(np.uint8)
+RESNET_IN = [TensorDecl("images", UINT8, (3, 224, 224))]
+RESNET_OUT = [TensorDecl("logits", FP32, (1000,))]
+MLP_IN, MLP_OUT = [TensorDecl("input", FP32, (64,))], [TensorDecl("output", FP32, (10,))]
+GRAPH_BATCHES = (1, 3, 8, 32, 100, 128)
+FP16_TOLERANCE = 5e-2  # relative to the largest logit: fp16 against fp32, or two fp16 kernel choices
+
+
+def _backend(repository: Path, model: str, device: str, parameters: dict[str, str]) -> Backend:
+    if model == "resnet50":
+        return create_backend(
+            "pytorch_libtorch",
+            repository / "resnet50" / "1" / "model.pt",
+            Placement(device),
+            parameters,
+            detect_inventory(),
+            RESNET_IN,
+            RESNET_OUT,
+            128,
+        )
+    path = repository / model / "1" / "model.onnx"
+    return create_backend(
+        "onnxruntime_onnx", path, Placement(device), parameters, detect_inventory(), MLP_IN, MLP_OUT, 64
+    )
+
+
+def _relative(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(actual - expected).max() / max(float(np.abs(expected).max()), 1e-12))
+
+
+def _images(rows: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (rows, 3, 224, 224), dtype=np.uint8)
+
+
+def check_backends(repository: Path, device: str) -> list[str]:
+    """One inference per backend on `device`, against the CPU; failures start with FAIL."""
+    lines = []
+    rows = np.random.default_rng(1).standard_normal((4, 64)).astype(np.float32)
+    cases: list[tuple[str, str, dict[str, str], dict[str, np.ndarray], str]] = [
+        ("onnx", "mlp_small", {}, {"input": rows}, "output"),
+        ("torch", "resnet50", {"precision": "fp16"}, {"images": _images(2)}, "logits"),
+    ]
+    for kind, model, parameters, inputs, output in cases:
+        expected = _backend(repository, model, "cpu", {}).infer(inputs).outputs[output]
+        try:
+            backend = _backend(repository, model, device, parameters)
+        except ServingError as err:
+            verdict = "FAIL" if kind == "torch" or device == "cpu" else "not on this device"
+            lines.append(f"{verdict} backend {kind} ({model}) on {device}: {err}")
+            continue
+        started = time.perf_counter()
+        actual = backend.infer(inputs).outputs[output]
+        elapsed = (time.perf_counter() - started) * 1e3
+        error = _relative(actual, expected)
+        tolerance = FP16_TOLERANCE if device != "cpu" else 1e-5
+        verdict = "ok" if error <= tolerance and actual.shape == expected.shape else "FAIL"
+        lines.append(
+            f"{verdict} backend {kind} ({model}) on {backend.placement.device}: shape {list(actual.shape)}, "
+            f"{elapsed:.1f} ms (first call), max error vs CPU fp32 {error:.2e} (tolerance {tolerance:g})"
+        )
+    return lines
+
+
+def _median_ms(call: Callable[[], object], repeats: int = 20) -> float:
+    call()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times)) * 1e3
+
+
+def check_graphs(repository: Path, device: str, batches: Sequence[int] = GRAPH_BATCHES) -> list[str]:
+    if not device.startswith("cuda"):
+        return [f"skipped CUDA graphs: no GPU (device {device}); the bucket logic is unit-tested on the CPU"]
+    started = time.perf_counter()
+    graphs = _backend(repository, "resnet50", device, {"precision": "fp16", "cuda_graphs": "true"})
+    load_s = time.perf_counter() - started
+    eager = _backend(repository, "resnet50", device, {"precision": "fp16", "cuda_graphs": "false"})
+    captured = getattr(getattr(graphs, "_graphs", None), "captured", [])
+    lines = [
+        f"CUDA graphs: resnet50 fp16 on {device}, buckets captured at load {captured} ({load_s:.1f} s load)"
+    ]
+    lines.append("  batch   eager ms   graphs ms   speed-up   max rel. difference")
+    for rows in batches:
+        images = {"images": _images(rows, seed=rows)}
+        with_graphs = graphs.infer(images).outputs["logits"]
+        without = eager.infer(images).outputs["logits"]
+        difference = _relative(with_graphs, without)
+        eager_ms = _median_ms(lambda: eager.infer(images))  # noqa: B023 - called before the next rows
+        graph_ms = _median_ms(lambda: graphs.infer(images))  # noqa: B023
+        verdict = "" if difference <= FP16_TOLERANCE and with_graphs.shape == without.shape else "   FAIL"
+        lines.append(
+            f"  {rows:5d}   {eager_ms:8.2f}   {graph_ms:9.2f}   {eager_ms / graph_ms:7.2f}x   "
+            f"{difference:.2e}{verdict}"
+        )
+    if not captured:
+        lines.append("FAIL no bucket was captured (see the log for the capture error)")
+    return lines
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) != 3 or argv[0] not in ("backends", "graphs"):
+        print("usage: python -m loadtests.bench_gpu backends|graphs REPOSITORY DEVICE", file=sys.stderr)
+        return 2
+    check = check_backends if argv[0] == "backends" else check_graphs
+    lines = check(Path(argv[1]), argv[2])
+    for line in lines:
+        print(line, flush=True)
+    return 1 if any("FAIL" in line for line in lines) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
