@@ -61,6 +61,7 @@ class WorkerLink:
         self._changed = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
         self._next_index = 0
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
@@ -78,6 +79,8 @@ class WorkerLink:
         for facts in self.connected:
             for task in list(facts.tasks.values()):
                 task.cancel()
+        for writer in list(self._writers):
+            writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -96,9 +99,11 @@ class WorkerLink:
         self.connected.append(facts)
         self._changed.set()
         connection = _Connection(self._service, self._recorder, ring, writer, facts)
+        self._writers.add(writer)
         try:
             await connection.run(reader)
         finally:
+            self._writers.discard(writer)
             self.connected.remove(facts)
             self._changed.set()
             for task in list(facts.tasks.values()):
