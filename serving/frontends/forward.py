@@ -63,7 +63,7 @@ class Forwarder:
                 request, metadata=forwarded_metadata(context), timeout=remaining
             )
         except grpc.aio.AioRpcError as exc:
-            await context.abort(exc.code(), exc.details() or "", exc.trailing_metadata() or None)
+            await context.abort(exc.code(), exc.details() or "", exc.trailing_metadata() or ())
         return reply
 
     def _unary(self, method: str) -> Any:
@@ -98,7 +98,7 @@ class Forwarder:
                     async for reply in call:
                         yield reply
                 except grpc.aio.AioRpcError as exc:
-                    await context.abort(exc.code(), exc.details() or "", exc.trailing_metadata() or None)
+                    await context.abort(exc.code(), exc.details() or "", exc.trailing_metadata() or ())
             finally:
                 if gated(method):
                     gate.leave(inference)

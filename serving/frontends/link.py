@@ -179,21 +179,11 @@ class _Connection:
         ring = self._ring
         base = np.frombuffer(ring.memory, np.uint8, ring.slot_bytes, ring.start(slot))
         watch = weakref.finalize(base, self._released_soon, slot)
-        inputs: dict[str, Array] = {}
-        for name, datatype, shape, offset, size in head["in"]:
-            piece = base[offset : offset + size]
-            if datatype == "BYTES":
-                where = f"input '{name}'"
-                array = bytes_tensor(
-                    split_bytes(piece.tobytes(), where), tuple(shape), math.prod(shape), where
-                )
-            elif datatype in V2_TO_NUMPY:
-                array = piece.view(V2_TO_NUMPY[datatype]).reshape(shape)
-                array.flags.writeable = False
-            else:
-                raise InvalidInput(f"input '{name}': unknown datatype '{datatype}'")
-            inputs[name] = array
-        del base, piece
+        inputs = {
+            name: _tensor(base[offset : offset + size], name, datatype, tuple(shape))
+            for name, datatype, shape, offset, size in head["in"]
+        }
+        del base  # the inputs' views (and whatever keeps them) hold the slot from now on
         request = InferenceRequest(
             model_name=head["model"],
             model_version=head["version"],
@@ -248,3 +238,15 @@ class _Connection:
             self._held.discard(slot)
             if not self._writer.is_closing():
                 self._writer.write(wire.frame(wire.FREE, slot))
+
+
+def _tensor(piece: Array, name: str, datatype: str, shape: tuple[int, ...]) -> Array:
+    """One input over its bytes in the slot: a read-only view, or a BYTES array of copies."""
+    if datatype == "BYTES":
+        where = f"input '{name}'"
+        return bytes_tensor(split_bytes(piece.tobytes(), where), shape, math.prod(shape), where)
+    if datatype not in V2_TO_NUMPY:
+        raise InvalidInput(f"input '{name}': unknown datatype '{datatype}'")
+    array = piece.view(V2_TO_NUMPY[datatype]).reshape(shape)
+    array.flags.writeable = False
+    return array
