@@ -11,6 +11,8 @@ worker's own servicer exactly as in one process, when it:
   - has tensors larger than a slot (ring.DEFAULT_SLOT_BYTES), or finds every slot in use.
 Every other RPC is forwarded the same way.
 
+A ModelInfer naming more entries than --max-inputs-per-request is refused here unparsed, as the single
+process refuses it (serving/api/request_guard.py), and is not counted in serving_requests_total.
 Admission (--max-concurrent-rpcs, per front-end) and the admin guard (token or loopback peer) are
 applied here, where the client's address is known. SIGTERM drains: new calls are refused with
 UNAVAILABLE, accepted ones complete, then the process exits 0. If the worker goes away, it exits.
@@ -32,6 +34,7 @@ from google.protobuf.message import DecodeError
 from serving.api.admission import AdmissionGate
 from serving.api.auth import AdminGuard, AdminGuardInterceptor, read_token
 from serving.api.codec import check_names, decode_request, metadata_value
+from serving.api.request_guard import SCAN_BYTES, too_many_entries
 from serving.api.request_log import REQUEST_ID_METADATA
 from serving.api.status import message_of, status_of
 from serving.api.tls import check_server_files
@@ -119,6 +122,8 @@ class FrontEnd:
 
     async def _infer(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse | bytes:
         metadata = context.invocation_metadata() or ()
+        if len(raw) > SCAN_BYTES and (why := too_many_entries(raw, self.options.max_inputs_per_request)):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)  # refused unparsed, as in one process
         try:
             request = pb.ModelInferRequest.FromString(raw)
             check_names(request, self.options.max_inputs_per_request)
