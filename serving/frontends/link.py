@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -139,33 +140,31 @@ class _Connection:
                 return
             if kind == wire.INFER:
                 (request_number,) = _U32.unpack_from(body, 0)
-                task = asyncio.create_task(self._infer(request_number, number, body[4:]))
+                head = json.loads(body[4:])
+                task = asyncio.create_task(self._infer(request_number, number, head))
+                task.add_done_callback(functools.partial(self._finished, request_number, head))
                 tasks[request_number] = task
                 self._facts.requests += 1
             elif kind == wire.CANCEL and (running := tasks.get(number)) is not None:
                 running.cancel()
 
-    async def _infer(self, number: int, slot: int, body: bytes) -> None:
-        head: dict[str, Any] = {}
+    async def _infer(self, number: int, slot: int, head: dict[str, Any]) -> None:
         reply: dict[str, Any]
         tail = b""
         code, served = grpc.StatusCode.OK, None
         released: Callable[[], bool] = lambda: True  # noqa: E731
         try:
-            head = json.loads(body)
             request, released = self._request(slot, head)
             response = await self._service.infer(request)
             del request
             reply, tail = self._reply(slot, int(head["end"]), response)
             served = (response.model_name, response.model_version)
         except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
+            code = _cancelled(head)
             reply = {"e": code.name, "msg": "the call was cancelled"}
         except Exception as exc:
             code = status_of(exc)
             reply = {"e": code.name, "msg": message_of(exc)}
-        finally:
-            self._facts.tasks.pop(number, None)
         self._record(head, code, served)
         held = not released()
         if held:
@@ -173,6 +172,17 @@ class _Connection:
         reply["held"] = held
         if not self._writer.is_closing():
             self._writer.write(wire.header_frame(wire.REPLY, number, reply, tail))
+
+    def _finished(self, number: int, head: dict[str, Any], task: asyncio.Task[None]) -> None:
+        """A task cancelled before it started never ran `_infer`: record and answer it here."""
+        self._facts.tasks.pop(number, None)
+        if not task.cancelled():
+            return
+        code = _cancelled(head)
+        self._record(head, code, None)
+        if not self._writer.is_closing():
+            reply = {"e": code.name, "msg": "the call was cancelled", "held": False}
+            self._writer.write(wire.header_frame(wire.REPLY, number, reply))
 
     def _request(self, slot: int, head: dict[str, Any]) -> tuple[InferenceRequest, Callable[[], bool]]:
         """The domain request over the slot's bytes, and whether every view of them is gone yet."""
@@ -250,3 +260,10 @@ def _tensor(piece: Array, name: str, datatype: str, shape: tuple[int, ...]) -> A
     array = piece.view(V2_TO_NUMPY[datatype]).reshape(shape)
     array.flags.writeable = False
     return array
+
+
+def _cancelled(head: dict[str, Any]) -> grpc.StatusCode:
+    """The code a cancelled request is counted under: its deadline's, if that has passed."""
+    deadline = head.get("deadline")
+    expired = deadline is not None and time.monotonic() >= float(deadline)
+    return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED

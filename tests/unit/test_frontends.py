@@ -141,3 +141,27 @@ def test_a_gone_worker_fails_waiting_requests_unavailable(tmp_path: Path) -> Non
             await client.infer(_request(np.ones((1, 4), np.float32)), "")
 
     asyncio.run(run())
+
+
+def test_a_request_cancelled_at_once_still_frees_its_slot(tmp_path: Path) -> None:
+    """The CANCEL frame can reach the worker before its task ever ran: it must still answer."""
+
+    async def run() -> None:
+        link, client, ring = await _pair(tmp_path, _Facade(), slots=1)
+        for _ in range(20):
+            call = asyncio.create_task(client.infer(_request(np.ones((1, 4), np.float32)), ""))
+            await asyncio.sleep(0)  # INFER written; then CANCEL right behind it
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            for _ in range(100):
+                if ring.free == 1:
+                    break
+                await asyncio.sleep(0.005)
+            assert ring.free == 1, "the slot came back"
+        reply = await client.infer(_request(np.ones((1, 4), np.float32)), "")
+        assert reply.model_name == "m"
+        client.close()
+        await link.close()
+
+    asyncio.run(run())
