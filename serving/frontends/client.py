@@ -76,6 +76,12 @@ class WorkerClient:
         if self._writer is not None:
             self._writer.close()
 
+    def record(self, model: str, version: str, request_id: str, code: grpc.StatusCode) -> None:
+        """Have the worker count a ModelInfer this front-end refused itself."""
+        if self._writer is not None and not self.closed.is_set():
+            head = {"model": model, "version": version, "id": request_id, "code": code.name}
+            self._writer.write(wire.header_frame(wire.RECORD, 0, {**head, "t0": time.monotonic()}))
+
     async def infer(self, request: InferenceRequest, request_id: str) -> pb.ModelInferResponse:
         """The worker's reply; SlotsFull when the request cannot travel through a slot now, WorkerError
         with the worker's status, Unavailable when the worker is gone."""

@@ -12,7 +12,8 @@ worker's own servicer exactly as in one process, when it:
 Every other RPC is forwarded the same way.
 
 A ModelInfer naming more entries than --max-inputs-per-request is refused here unparsed, as the single
-process refuses it (serving/api/request_guard.py), and is not counted in serving_requests_total.
+process refuses it (serving/api/request_guard.py). Calls refused here are still counted by the worker
+(a RECORD frame): serving_requests_total and the access log stay whole.
 Admission (--max-concurrent-rpcs, per front-end) and the admin guard (token or loopback peer) are
 applied here, where the client's address is known. SIGTERM drains: new calls are refused with
 UNAVAILABLE, accepted ones complete, then the process exits 0. If the worker goes away, it exits.
@@ -21,6 +22,7 @@ UNAVAILABLE, accepted ones complete, then the process exits 0. If the worker goe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -40,7 +42,7 @@ from serving.api.status import message_of, status_of
 from serving.api.tls import check_server_files
 from serving.errors import ServingError
 from serving.frontends.client import SlotsFull, WorkerClient, WorkerError
-from serving.frontends.forward import MODEL_INFER, Forwarder, admit
+from serving.frontends.forward import MODEL_INFER, Forwarder
 from serving.frontends.ring import SlotRing
 from serving.proto import inference_pb2 as pb
 from serving.shared_memory.tensors import REGION
@@ -114,16 +116,33 @@ class FrontEnd:
     async def model_infer(
         self, raw: bytes, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse | bytes:
-        await admit(self.gate, True, context)
+        try:
+            self.gate.enter(True)
+        except ServingError as exc:  # draining, or too many calls: counted by the worker all the same
+            await self._refuse(context, status_of(exc), message_of(exc), raw)
         try:
             return await self._infer(raw, context)
         finally:
             self.gate.leave(True)
 
+    async def _refuse(
+        self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str, raw: bytes
+    ) -> None:
+        """End a ModelInfer that never reaches the worker, and have the worker count it."""
+        facts = ("", "", "")
+        if len(raw) <= SCAN_BYTES:  # a short parse names the model; a large message stays unparsed
+            with contextlib.suppress(DecodeError):
+                request = pb.ModelInferRequest.FromString(raw)
+                facts = (request.model_name, request.model_version, request.id)
+        self.client.record(*facts, code)
+        await context.abort(code, message)
+
     async def _infer(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse | bytes:
         metadata = context.invocation_metadata() or ()
         if len(raw) > SCAN_BYTES and (why := too_many_entries(raw, self.options.max_inputs_per_request)):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)  # refused unparsed, as in one process
+            await self._refuse(
+                context, grpc.StatusCode.INVALID_ARGUMENT, why, b""
+            )  # unparsed, as in one process
         try:
             request = pb.ModelInferRequest.FromString(raw)
             check_names(request, self.options.max_inputs_per_request)

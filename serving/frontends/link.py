@@ -147,6 +147,9 @@ class _Connection:
                 self._facts.requests += 1
             elif kind == wire.CANCEL and (running := tasks.get(number)) is not None:
                 running.cancel()
+            elif kind == wire.RECORD:
+                head = wire.split_header(body)[0]
+                self._record(head, grpc.StatusCode[head["code"]], None)
 
     async def _infer(self, number: int, slot: int, head: dict[str, Any]) -> None:
         reply: dict[str, Any]

@@ -7,6 +7,8 @@ a small JSON header (names, datatypes, shapes, offsets into the slot, parameters
     front-end → worker   HELLO  (0)       {"pid", "ring", "slots", "slot_bytes"}: attach my ring
                          INFER  (slot)    `<I` request number + header: run the request in this slot
                          CANCEL (request) the client went away: cancel it
+                         RECORD (0)       {"model", "version", "id", "code", "t0"}: count a call the
+                                          front-end refused itself (admission, unparsed)
     worker → front-end   WELCOME (index)  attached; the front-end's index among the worker's front-ends
                          REPLY  (request) `<I` header length + header + inline output bytes, if any
                          FREE   (slot)    the inputs of a slot whose reply said "held" are released
@@ -19,7 +21,7 @@ import json
 import struct
 from typing import Any
 
-HELLO, WELCOME, INFER, CANCEL, REPLY, FREE = range(6)
+HELLO, WELCOME, INFER, CANCEL, REPLY, FREE, RECORD = range(7)
 _FRAME = struct.Struct("<IBI")  # length of (kind, number, body), kind, number
 _U32 = struct.Struct("<I")
 MAX_FRAME_BYTES = 1 << 31  # a reply's inline outputs are bounded by the gRPC message limit
