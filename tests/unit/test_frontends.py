@@ -165,3 +165,14 @@ def test_a_request_cancelled_at_once_still_frees_its_slot(tmp_path: Path) -> Non
         await link.close()
 
     asyncio.run(run())
+
+
+def test_frontends_setting_and_flag(tmp_path: Path) -> None:
+    from serving.cli import build_parser, settings_from
+    from serving.config import ServerSettings
+
+    args = build_parser().parse_args(["serve", "--model-repository", str(tmp_path), "--frontends", "3"])
+    assert settings_from(args).frontends == 3
+    assert ServerSettings(tmp_path).frontends == 1  # one process unless asked
+    with pytest.raises(ValueError, match=r"frontends: must be within \[1, 64\], got 0"):
+        ServerSettings(tmp_path, frontends=0)
