@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -140,9 +141,8 @@ class FrontEnd:
     async def _infer(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse | bytes:
         metadata = context.invocation_metadata() or ()
         if len(raw) > SCAN_BYTES and (why := too_many_entries(raw, self.options.max_inputs_per_request)):
-            await self._refuse(
-                context, grpc.StatusCode.INVALID_ARGUMENT, why, b""
-            )  # unparsed, as in one process
+            # refused unparsed, as in one process
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, why, b"")
         try:
             request = pb.ModelInferRequest.FromString(raw)
             check_names(request, self.options.max_inputs_per_request)
@@ -197,9 +197,8 @@ class FrontEnd:
             log.warning(
                 "front-end pid %d: grace period over, %d calls cancelled", os.getpid(), self.gate.in_flight
             )
-        await self._server.stop(
-            max(deadline - loop.time(), 0.0)
-        )  # streams (health Watch) end with the worker
+        # what still runs now are streams (health Watch), which end when the worker ends them
+        await self._server.stop(max(deadline - loop.time(), 0.0))
         self.client.close()
         await self._channel.close()
         log.info("front-end pid %d drained %d accepted calls", os.getpid(), running)
@@ -216,7 +215,5 @@ def _path(value: str | None) -> Path | None:
 
 
 def options_from(text: str) -> FrontEndOptions:
-    import json
-
     fields: dict[str, Any] = json.loads(text)
     return FrontEndOptions(**fields)
