@@ -133,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch's intra-op CPU threads, for every PyTorch model in the process (default: torch's)",
     )
     serve.add_argument(
+        "--frontends",
+        type=int,
+        default=int(_env("frontends", 1)),
+        help="gRPC front-end processes sharing --grpc-port (SO_REUSEPORT) before one model worker; "
+        "1 = a single process serves everything (docs/architecture.md, Process model)",
+    )
+    serve.add_argument(
         "--drift-interval",
         type=float,
         default=float(_env("drift_interval", 10.0)),
@@ -203,6 +210,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         drift_interval_s=args.drift_interval,
         torch_threads=None if args.torch_threads is None else int(args.torch_threads),
         repository_poll_secs=args.repository_poll_secs,
+        frontends=args.frontends,
         admin_port=args.admin_port,
         admin_host=args.admin_host,
         admin_token_file=None if args.admin_token_file is None else Path(args.admin_token_file),

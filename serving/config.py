@@ -10,6 +10,7 @@ from serving.api.tls import ServerTls, check_server_files
 
 MODEL_CONTROL_MODES = ("none", "explicit", "poll")
 LOG_FORMATS = ("text", "json")
+MAX_FRONTENDS = 64
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ServerSettings:
     max_concurrent_rpcs: int = 2048  # inference calls in flight; beyond: RESOURCE_EXHAUSTED; 0 = unlimited
     default_max_queue_size: int = 1024  # a model's queue limit when its config sets none; 0 = unbounded
     policy_history_limit: int = 1000  # traffic policy history entries kept per model (rotated)
+    frontends: int = 1  # gRPC front-end processes; 1 = one process serves everything (serving/frontends)
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -83,6 +85,8 @@ class ServerSettings:
                 raise ValueError(f"{name}: must be >= 0 (0 = unlimited), got {limit}")
         if self.policy_history_limit < 1:
             raise ValueError(f"policy_history_limit: must be >= 1, got {self.policy_history_limit}")
+        if not 1 <= self.frontends <= MAX_FRONTENDS:
+            raise ValueError(f"frontends: must be within [1, {MAX_FRONTENDS}], got {self.frontends}")
         if not self.drift_interval_s > 0:
             raise ValueError(f"drift_interval_s: must be > 0, got {self.drift_interval_s}")
 

@@ -9,6 +9,10 @@ Shutdown order: stop polling the repository → stop taking new RPCs and HTTP re
 ready) → let running ones finish within the grace period → let shadow copies finish → drain every
 batcher → unload models → stop the drift engine and /metrics. Observability (metrics, drift, health,
 reflection, access log) is assembled in serving/api/instrumentation.py.
+
+With `frontends` >= 2 this process is the model worker: it serves gRPC on a unix socket only, and N
+front-end processes (serving/frontends) share the public gRPC port; HTTP, /metrics and a separate admin
+port stay here. Shutdown then drains the front-ends (their accepted calls complete) before the rest.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from serving.backends.reshape import with_reshape
 from serving.config import ServerSettings
 from serving.core.dataplane import DataPlane
 from serving.core.service import InferenceService
+from serving.frontends.frontend import FrontEndOptions
+from serving.frontends.supervisor import FrontEndCollector, FrontEndPool
 from serving.lifecycle.control import POLL, ModelControl
 from serving.lifecycle.poller import RepositoryPoller, scan_repository
 from serving.lifecycle.registry import ModelRegistry
@@ -95,7 +101,8 @@ class ServingServer:
         token_file = settings.admin_token_file  # admin calls: this token, or loopback peers only
         self._guard = AdminGuard(None if token_file is None else read_token(token_file))
         self.gate = AdmissionGate(settings.max_concurrent_rpcs)  # accepted calls, gRPC and HTTP
-        self._grpc = self._grpc_server()
+        # With front-ends, they admit gRPC calls; calls they forward here must not be refused again.
+        self._grpc = self._grpc_server(AdmissionGate() if settings.frontends > 1 else self.gate)
         dataplane = DataPlane(self.registry, self.traffic, self.shadows)
         self.service = InferenceService(
             self.registry,
@@ -128,10 +135,36 @@ class ServingServer:
             services += admin_pb2.DESCRIPTOR.services_by_name.values()
         self.monitoring.add_services(self._grpc, services)  # grpc.health.v1 and reflection
         self.ports = BoundPorts(grpc=0, metrics=None)
+        self.frontends = self._frontend_pool() if settings.frontends > 1 else None
 
-    def _grpc_server(self) -> grpc.aio.Server:
+    def _frontend_pool(self) -> FrontEndPool:
+        s = self.settings
+        options = FrontEndOptions(
+            host=s.host,
+            port=s.grpc_port,
+            worker_grpc="",
+            link="",
+            max_message_bytes=s.max_message_bytes,
+            max_inputs_per_request=s.max_inputs_per_request,
+            max_concurrent_rpcs=s.max_concurrent_rpcs,
+            grace_period_s=s.grace_period_s,
+            admin_token_file=None if s.admin_token_file is None else str(s.admin_token_file),
+            tls_cert=None if s.tls_cert is None else str(s.tls_cert),
+            tls_key=None if s.tls_key is None else str(s.tls_key),
+            tls_client_ca=None if s.tls_client_ca is None else str(s.tls_client_ca),
+            log_format=s.log_format,
+            log_level=s.log_level,
+        )
+        pool = FrontEndPool(s.frontends, options, self.service, self.monitoring.requests)
+        self.metrics_registry.register(FrontEndCollector(pool))
+        return pool
+
+    def _grpc_server(self, gate: AdmissionGate | None = None) -> grpc.aio.Server:
         return grpc.aio.server(
-            interceptors=[*self.monitoring.interceptors(self.gate), AdminGuardInterceptor(self._guard)],
+            interceptors=[
+                *self.monitoring.interceptors(gate or self.gate),
+                AdminGuardInterceptor(self._guard),
+            ],
             options=[
                 ("grpc.max_receive_message_length", self.settings.max_message_bytes),
                 ("grpc.max_send_message_length", self.settings.max_message_bytes),
@@ -179,7 +212,10 @@ class ServingServer:
             set_torch_threads(self.settings.torch_threads)
         address = f"{self.settings.host}:{self.settings.grpc_port}"
         tls = self.settings.tls  # every port but /metrics: TLS only when set (serving/api/tls.py)
-        self.ports.grpc = _bind(self._grpc, address, tls)
+        if self.frontends is None:
+            self.ports.grpc = _bind(self._grpc, address, tls)
+        elif self._grpc.add_insecure_port(self.frontends.worker_address):
+            self.ports.grpc = self.frontends.reserve()  # the front-ends' port
         if self.ports.grpc == 0:
             raise OSError(f"cannot bind gRPC on {address}")
         if self.settings.admin_port is not None:
@@ -195,6 +231,9 @@ class ServingServer:
         await self._grpc.start()
         if self._admin_grpc is not self._grpc:
             await self._admin_grpc.start()
+        if self.frontends is not None:
+            await self.frontends.start()
+            log.info("%d front-ends serve gRPC: pids %s", self.frontends.count, self.frontends.pids)
         log.info("gRPC listening on %s:%d, devices: %s", self.settings.host, self.ports.grpc, self.inventory)
         await self._initial_load()
         self.ready.set()
@@ -227,6 +266,8 @@ class ServingServer:
         self.gate.begin_drain()
         if self._poller is not None:
             await self._poller.stop()
+        if self.frontends is not None:  # their accepted calls complete before anything below stops
+            await self.frontends.drain(deadline - time.monotonic())
         running = self.gate.in_flight
         if not await self.gate.drained(deadline - time.monotonic()):
             log.warning(
@@ -239,6 +280,8 @@ class ServingServer:
         servers = {id(s): s for s in (self._grpc, self._admin_grpc)}.values()
         http = [self._http.stop(left)] if self._http is not None else []
         await asyncio.gather(*(server.stop(left) for server in servers), *http)
+        if self.frontends is not None:
+            await self.frontends.close()
         await self.shadows.close()
         await self.registry.close()
         self.control.close()  # temporary folders of `file:` overrides

@@ -2,6 +2,9 @@
 
 The server runs in its own process, as it does in production: its port comes from the `ready` log
 line (it binds port 0), its log is kept in a file that failures print.
+
+SERVING_TEST_FRONTENDS=N runs every such server with `--frontends N` (unless a test names the flag
+itself), so the whole integration suite can be run against the multi-process server.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # groups 1-3 as before; 4: the HTTP address ("off", or absent in an older server's line)
+FRONTENDS_ENV = "SERVING_TEST_FRONTENDS"
 READY = re.compile(r"ready grpc=(\S+):(\d+) metrics=(\S+)(?: admin=\S+)?(?: http=(\S+))?")
 
 
@@ -58,6 +62,9 @@ def start_server(
     """`load_all`: ask for every model at start (`--load-model *`, Triton's way in explicit mode, the
     default mode) unless `extra` names models itself; False starts with whatever the flags say."""
     loads = ["--load-model", "*"] if load_all and "--load-model" not in extra else []
+    frontends = os.environ.get(FRONTENDS_ENV)
+    if frontends and "--frontends" not in extra:
+        loads += ["--frontends", frontends]
     args = [
         sys.executable,
         "-m",

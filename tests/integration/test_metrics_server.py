@@ -114,6 +114,7 @@ def test_requests_by_code_and_bounded_labels(traffic: Prometheus) -> None:
     assert traffic.values('count by (model) ({__name__=~"serving_.+"})', "model").keys() <= {
         "add",
         "_unknown",
+        "",  # series without a model label: --frontends N's serving_frontend* (SERVING_TEST_FRONTENDS)
     }
     durations = traffic.values("sum by (version) (serving_request_duration_seconds_count)", "version")
     assert durations == {"1": OK, "_unknown": TOTAL - OK}

@@ -1,0 +1,1 @@
+"""`--frontends N`: front-end processes on one port, their model worker link and shared-memory slots."""
