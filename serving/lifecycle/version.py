@@ -148,6 +148,8 @@ class ModelVersion:
         started = time.perf_counter()
         try:
             self.observer.started()
+            policy = batching_policy(self.spec, self._default_max_queue_size)  # bad parameters fail first
+            inline = inline_below_s(self.spec)
             for placement in self.placements:
                 backend = await asyncio.to_thread(loader, self.source, self.spec, placement)
                 self._backends.append(backend)
@@ -162,10 +164,10 @@ class ModelVersion:
                 await asyncio.to_thread(self._warm_up, backend)
             self._batcher = DynamicBatcher(
                 self._backends,
-                batching_policy(self.spec, self._default_max_queue_size),
+                policy,
                 observer=self.observer,
                 name=self.describe(),
-                inline_below_s=inline_below_s(self.spec),
+                inline_below_s=inline,
             )
             await self._batcher.start()
         except Exception as exc:  # any failure, including the framework's own, fails this version only
