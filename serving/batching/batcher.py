@@ -70,6 +70,7 @@ class DynamicBatcher:
         self._free: list[Backend] = list(instances)
         self._instances = len(instances)
         self._batch_s: float | None = None  # recent wall time of one batch (moving average)
+        self._inline = False  # batches run on the loop: _batch_s < inline_below_s (2× that to stay)
         self._executor = ThreadPoolExecutor(max_workers=len(instances), thread_name_prefix=f"batch-{name}")
         self._queue = RequestQueue(policy, self._observer, clock, name)
         self._in_flight = 0
@@ -93,7 +94,7 @@ class DynamicBatcher:
     @property
     def runs_inline(self) -> bool:
         """Whether the next batch runs on the event loop (the model's measured batch time is tiny)."""
-        return self._batch_s is not None and self._batch_s < self._inline_below_s
+        return self._inline
 
     async def start(self) -> None:
         if self._closed:
@@ -276,7 +277,7 @@ class DynamicBatcher:
                 self._observer.on_batch(rows, len(batch), None, error)
                 return
             parts, timings, took = outcome
-            self._batch_s = took if self._batch_s is None else 0.8 * self._batch_s + 0.2 * took
+            self._measured(took)
             for pending, outputs in zip(batch, parts, strict=True):
                 if not pending.future.done():
                     queue_ns = int((started_at - pending.enqueued_at) * 1e9)
@@ -286,6 +287,13 @@ class DynamicBatcher:
             self._in_flight -= len(batch)
             self._free.append(instance)
             self._update_idle()
+
+    def _measured(self, took: float) -> None:
+        """A batch took `took` s: update the moving average, and where the next batch runs. Hysteresis
+        (inline below the threshold, back to the thread only above twice it) keeps a model near the
+        threshold from switching on every preempted batch of a busy machine."""
+        self._batch_s = took if self._batch_s is None else 0.8 * self._batch_s + 0.2 * took
+        self._inline = self._batch_s < self._inline_below_s * (2.0 if self._inline else 1.0)
 
     def _execute(self, instance: Backend, requests: list[TensorMap], row_counts: list[int]) -> _Outcome:
         """Merge, run the model, split (in a worker thread, or inline); also the wall time it took."""

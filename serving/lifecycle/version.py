@@ -221,7 +221,9 @@ class ModelVersion:
             raise
         self.observer.request_succeeded(time.perf_counter_ns() - started, result)
         wanted = request.requested_outputs
-        return {k: v for k, v in result.outputs.items() if not wanted or k in wanted}
+        if not wanted:
+            return result.outputs
+        return {k: v for k, v in result.outputs.items() if k in wanted}
 
     async def drain_and_unload(self) -> None:
         """Stop taking requests, let every queued and running one finish, then release the model."""
