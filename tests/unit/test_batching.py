@@ -393,6 +393,26 @@ async def test_a_tiny_model_runs_inline_on_the_loop_and_a_slow_one_in_its_thread
     assert fast.runs_inline and not slow.runs_inline
 
 
+async def test_an_inline_model_returns_to_its_thread_only_well_above_the_threshold(make: Factory) -> None:
+    clock = FakeClock()
+    costs = [1e-5] * 2 + [1.8e-4] * 10 + [1e-3] * 10  # threshold 1e-4: inline, then 1.8x, then 10x
+
+    def transform(inputs: TensorMap) -> dict[str, Array]:
+        clock.advance(costs.pop(0))
+        return {"x_out": np.asarray(inputs["x"]) * 2}
+
+    batcher = await make(
+        [FakeBackend(transform)], BatchingPolicy(max_batch_size=8), clock=clock, inline_below_s=1e-4
+    )
+    seen = []
+    for i in range(22):
+        await asyncio.wait_for(batcher.infer(request(1, i)), LONG)
+        seen.append(batcher.runs_inline)
+    # the average of 1.8x the threshold (≈ 1.6e-4 after ten batches) keeps an inline model inline, so
+    # preempted batches on a busy machine do not flip it; 10x sends it back to its thread
+    assert seen[:12] == [True] * 12 and seen[-1] is False
+
+
 async def test_two_instances_run_batches_in_parallel(make: Factory) -> None:
     backends = [FakeBackend(), FakeBackend()]
     batcher = await make(backends, BatchingPolicy(max_batch_size=4))
