@@ -14,7 +14,10 @@ Scheduling costs one loop callback per burst, not one task wake-up per request: 
 (`loop.call_soon`) unless one is already pending, so the requests that arrive in one loop iteration meet
 in one pass; a timer (`loop.call_later`) covers the earliest request expiry and, while a batch waits for
 a fuller one, its delay. Work-conserving by default: a free instance takes what is queued at once (see
-serving/batching/policy.py; `strict_delay` keeps Triton's fixed delay). While draining, nothing waits.
+serving/batching/policy.py; `strict_delay` keeps Triton's fixed delay), unless waiting is worth it: a
+preferred size is within reach, or the delay is at most DELAY_SHARE of the model's measured batch time
+(for a slow model the delay is cheap, and the clients it just answered come back within it). While
+draining, nothing waits.
 
 Where a batch runs: on the instance's worker thread, or inline on the event loop when the model's
 recent batch wall time (measured on every batch, wherever it ran) is below `inline_below_s`: for a model
@@ -41,6 +44,9 @@ from serving.batching.queue import BatchObserver, NullObserver, QueuedRequest, R
 from serving.batching.tensors import merge_inputs, split_outputs
 from serving.errors import ModelExecutionError, Unavailable
 from serving.types import Array, TensorMap
+
+# Work-conserving batching still waits out the delay when it costs at most this share of a batch's time.
+DELAY_SHARE = 0.1
 
 __all__ = ["BatchObserver", "BatchingPolicy", "DynamicBatcher", "RequestResult"]
 
@@ -209,12 +215,21 @@ class DynamicBatcher:
         # the same sum as in _next_timer, so "expired" and "wait 0 s" always agree (no float spin)
         ends = gathered[0].enqueued_at + policy.max_queue_delay_s
         go = self._draining or now >= ends
-        if not (go or policy.strict_delay):  # work-conserving: an instance is free; wait only for a
-            rows = sum(p.rows for p in gathered)  # preferred size the expected arrivals would reach
-            expected = self._queue.expected_rows(ends - now)
-            go = not preferred_within_reach(rows, policy.preferred_batch_sizes, expected)
+        if not (go or policy.strict_delay):  # work-conserving: an instance is free
+            go = not self._worth_waiting(gathered, ends - now)
         count = choose_batch([p.rows for p in gathered], policy, can_grow=can_grow, timer_expired=go)
         return self._queue.take(count)
+
+    def _worth_waiting(self, gathered: list[QueuedRequest], left_s: float) -> bool:
+        """Whether a free instance should let the gathered batch wait (at most `left_s`, what is left of
+        its delay): when the delay is cheap next to a batch (at most DELAY_SHARE of the measured batch
+        time: a slow model's closed-loop clients come back within it), or when the arrivals expected
+        within it would reach a preferred size."""
+        if self._batch_s is not None and self._policy.max_queue_delay_s <= DELAY_SHARE * self._batch_s:
+            return True
+        rows = sum(p.rows for p in gathered)
+        expected = self._queue.expected_rows(left_s)
+        return preferred_within_reach(rows, self._policy.preferred_batch_sizes, expected)
 
     def _next_timer(self, now: float) -> float | None:
         expiry = self._queue.next_expiry()

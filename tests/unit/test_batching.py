@@ -365,6 +365,24 @@ async def test_work_conserving_does_not_wait_for_a_preferred_size_out_of_reach(m
     assert backend.batch_rows == [1, 1, 1]
 
 
+async def test_work_conserving_waits_out_a_delay_that_is_cheap_next_to_the_batch_time(make: Factory) -> None:
+    clock = FakeClock()
+    delay = 0.0625
+
+    def one_second_batch(inputs: TensorMap) -> dict[str, Array]:
+        clock.advance(1.0)  # the batch "takes" 1 s: the delay is 6 % of it
+        return {"x_out": np.asarray(inputs["x"]) * 2}
+
+    backend = FakeBackend(one_second_batch)
+    batcher = await make([backend], BatchingPolicy(max_batch_size=8, max_queue_delay_s=delay), clock=clock)
+    await asyncio.wait_for(batcher.infer(request(1, 0)), LONG)  # nothing measured yet: at once
+    task = submit(batcher, request(1, 1))
+    await asyncio.sleep(3 * delay)  # real time passes, the fake clock does not: it waits for company
+    assert batcher.queue_depth == 1 and backend.batch_rows == [1]
+    clock.advance(delay)
+    assert (await results([task]))[0].queue_ns == int(delay * 1e9)
+
+
 async def test_a_tiny_model_runs_inline_on_the_loop_and_a_slow_one_in_its_thread(make: Factory) -> None:
     clock = FakeClock()
     threads: list[str] = []
