@@ -86,11 +86,17 @@ def _utf8(item: object) -> bytes:
     raise TypeError(f"a string element must be str or bytes, got {type(item).__name__}")
 
 
+_NUMPY_TO_V2: dict[np.dtype[Any], str] = {dtype: name for name, dtype in V2_TO_NUMPY.items()}
+
+
 def numpy_to_v2(dtype: np.dtype[Any]) -> str:
     """The KServe v2 datatype name of a numpy dtype."""
+    name = _NUMPY_TO_V2.get(dtype)
+    if name is not None and name != "BYTES":
+        return name
     if dtype.kind in ("O", "S", "U"):
         return "BYTES"
-    for name, candidate in V2_TO_NUMPY.items():
+    for name, candidate in V2_TO_NUMPY.items():  # equal but not hashed alike (e.g. another byte order)
         if candidate == dtype:
             return name
     raise ValueError(f"no KServe v2 datatype for numpy dtype {dtype}")

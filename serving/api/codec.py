@@ -76,7 +76,8 @@ def decode_request(
     shared = {
         tensor.name: place
         for tensor in request.inputs
-        if (
+        if tensor.parameters  # no parameters (the usual case): nothing to decode, not in shared memory
+        and (
             place := shared_tensor(
                 regions, decode_parameters(tensor.parameters), f"input '{clip(tensor.name)}'"
             )
@@ -111,7 +112,9 @@ def decode_request(
         deadline=deadline_after(time_remaining),
         timeout_s=queue_timeout_s(parameters),
         output_classes=output_classes(
-            (o.name, decode_parameters(o.parameters).get(CLASSIFICATION_PARAMETER)) for o in request.outputs
+            (o.name, decode_parameters(o.parameters).get(CLASSIFICATION_PARAMETER))
+            for o in request.outputs
+            if o.parameters
         ),
     )
 
@@ -129,7 +132,8 @@ def shared_outputs(
     return {
         output.name: place
         for output in request.outputs
-        if (place := shared_tensor(regions, decode_parameters(output.parameters), f"output '{output.name}'"))
+        if output.parameters
+        and (place := shared_tensor(regions, decode_parameters(output.parameters), f"output '{output.name}'"))
     }
 
 

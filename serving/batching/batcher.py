@@ -1,15 +1,28 @@
 """The dynamic batcher: one per loaded model version, with Triton's dynamic-batching semantics.
 
-    infer() ─► admit (validate, deadline, QueueFull) ─► RequestQueue ─► scheduler task
+    infer() ─► admit (validate, deadline, QueueFull) ─► RequestQueue ─► scheduler pass (loop callback)
        ▲                                                              │ drops expired / cancelled requests,
        │                                                              │ gathers a batch (choose_batch),
        │                                                              ▼ takes a free instance
-    one future per request ◄─ split_outputs ◄─ backend.infer ◄─ merge_inputs  (worker thread per instance)
+    one future per request ◄─ split_outputs ◄─ backend.infer ◄─ merge_inputs  (worker thread, or inline)
 
 The pieces: `policy` decides when a gathered batch goes (choose_batch), `queue` admits requests and
 tracks their deadlines, `tensors` merges and splits arrays; this module schedules batches onto free
-instances and runs them. The scheduler sleeps until the earliest request expiry or the delay timer, or
-until woken (new request, cancel, instance freed). While draining, nothing waits for the delay.
+instances and runs them.
+
+Scheduling costs one loop callback per burst, not one task wake-up per request: `infer` asks for a pass
+(`loop.call_soon`) unless one is already pending, so the requests that arrive in one loop iteration meet
+in one pass; a timer (`loop.call_later`) covers the earliest request expiry and, while a batch waits for
+a fuller one, its delay. Work-conserving by default: a free instance takes what is queued at once (see
+serving/batching/policy.py; `strict_delay` keeps Triton's fixed delay), unless waiting is worth it: a
+preferred size is within reach, or the delay is at most DELAY_SHARE of the model's measured batch time
+(for a slow model the delay is cheap, and the clients it just answered come back within it). While
+draining, nothing waits.
+
+Where a batch runs: on the instance's worker thread, or inline on the event loop when the model's
+recent batch wall time (measured on every batch, wherever it ran) is below `inline_below_s`: for a model
+that costs microseconds, the hand-off to a thread and back costs more than the model
+(docs/performance.md has the measurement). 0 disables inline runs.
 
 max_batch_size == 0: the model does not batch; each request runs alone, inputs as given, counted as 1 row.
 The batcher never closes its backends: the owner (the registry) does.
@@ -18,7 +31,7 @@ The batcher never closes its backends: the owner (the registry) does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import math
 import time
@@ -26,11 +39,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from serving.backends.base import Backend, ComputeTimings
-from serving.batching.policy import BatchingPolicy, choose_batch
+from serving.batching.policy import BatchingPolicy, choose_batch, preferred_within_reach
 from serving.batching.queue import BatchObserver, NullObserver, QueuedRequest, RequestQueue, RequestResult
 from serving.batching.tensors import merge_inputs, split_outputs
 from serving.errors import ModelExecutionError, Unavailable
 from serving.types import Array, TensorMap
+
+# Work-conserving batching still waits out the delay when it costs at most this share of a batch's time.
+DELAY_SHARE = 0.1
 
 __all__ = ["BatchObserver", "BatchingPolicy", "DynamicBatcher", "RequestResult"]
 
@@ -38,7 +54,7 @@ log = logging.getLogger(__name__)
 
 
 class DynamicBatcher:
-    """Queue + scheduler task + one future per request, over `len(instances)` parallel model instances."""
+    """Queue + scheduler passes + one future per request, over `len(instances)` parallel model instances."""
 
     def __init__(
         self,
@@ -48,6 +64,7 @@ class DynamicBatcher:
         observer: BatchObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         name: str = "model",
+        inline_below_s: float = 0.0,
     ) -> None:
         if not instances:
             raise ValueError("a DynamicBatcher needs at least one backend instance")
@@ -55,17 +72,19 @@ class DynamicBatcher:
         self._observer: BatchObserver = observer or NullObserver()
         self._clock = clock
         self._name = name
+        self._inline_below_s = inline_below_s
         self._free: list[Backend] = list(instances)
         self._instances = len(instances)
         self._batch_s: float | None = None  # recent wall time of one batch (moving average)
+        self._inline = False  # batches run on the loop: _batch_s < inline_below_s (2× that to stay)
         self._executor = ThreadPoolExecutor(max_workers=len(instances), thread_name_prefix=f"batch-{name}")
         self._queue = RequestQueue(policy, self._observer, clock, name)
         self._in_flight = 0
-        self._running: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._scheduler: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pass_pending = False
+        self._timer: asyncio.TimerHandle | None = None
         self._failure: BaseException | None = None
         self._draining = False
         self._closed = False
@@ -78,32 +97,35 @@ class DynamicBatcher:
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def runs_inline(self) -> bool:
+        """Whether the next batch runs on the event loop (the model's measured batch time is tiny)."""
+        return self._inline
+
     async def start(self) -> None:
         if self._closed:
             raise Unavailable(f"{self._name} is closed")
-        if self._scheduler is None:
-            self._scheduler = asyncio.create_task(self._schedule(), name=f"batcher-{self._name}")
-            self._scheduler.add_done_callback(self._on_scheduler_done)
+        self._loop = asyncio.get_running_loop()
 
     async def infer(
         self, inputs: TensorMap, *, deadline: float | None = None, timeout_s: float | None = None
     ) -> RequestResult:
         self._check_accepting()
         pending = self._queue.admit(inputs, deadline, timeout_s, self._wait_estimate)
-        self._update_idle()
-        self._wake.set()
+        self._idle.clear()
+        self._request_pass()
         try:
             return await pending.future
         except asyncio.CancelledError:
             self._queue.drop(pending, "cancelled")
-            self._wake.set()
+            self._request_pass()
             self._update_idle()
             raise
 
     async def drain(self) -> None:
         """Stop accepting; return once every queued and running request has finished."""
         self._draining = True
-        self._wake.set()
+        self._request_pass()
         await self._idle.wait()
 
     async def close(self) -> None:
@@ -111,9 +133,8 @@ class DynamicBatcher:
             return
         await self.drain()
         self._closed = True
-        if self._scheduler is not None:
-            self._scheduler.cancel()
-            await asyncio.wait([self._scheduler])
+        if self._timer is not None:
+            self._timer.cancel()
         await asyncio.to_thread(self._executor.shutdown, True)
 
     def _wait_estimate(self, rows: int) -> float:
@@ -134,7 +155,7 @@ class DynamicBatcher:
             raise Unavailable(f"{self._name} batcher failed: {self._failure}")
         if self._draining or self._closed:
             raise Unavailable(f"{self._name} is draining")
-        if self._scheduler is None:
+        if self._loop is None:
             raise Unavailable(f"{self._name} batcher is not started")
 
     def _update_idle(self) -> None:
@@ -143,18 +164,37 @@ class DynamicBatcher:
         else:
             self._idle.clear()
 
-    # ---- the scheduler task ----------------------------------------------------------------------
+    # ---- scheduler passes --------------------------------------------------------------------------
 
-    async def _schedule(self) -> None:
-        while True:
-            self._wake.clear()
+    def _request_pass(self) -> None:
+        """Run one scheduler pass soon, unless one is already due (one callback per burst)."""
+        if not self._pass_pending and self._loop is not None and self._failure is None:
+            self._pass_pending = True
+            self._loop.call_soon(self._pass)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._pass()
+
+    def _pass(self) -> None:
+        self._pass_pending = False
+        try:
             wait_s = self._step(self._clock())
-            if wait_s is None:
-                await self._wake.wait()
-                continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_s):
-                    await self._wake.wait()
+        except Exception as exc:  # a bug, or an observer that raised: fail closed, nothing may hang
+            self._fail_closed(exc)
+            return
+        self._arm_timer(wait_s)
+
+    def _arm_timer(self, wait_s: float | None) -> None:
+        """Keep one timer, due no later than `wait_s` from now (a timer due earlier only runs a pass)."""
+        if wait_s is None or self._loop is None:
+            return
+        when = self._loop.time() + wait_s
+        if self._timer is not None:
+            if self._timer.when() <= when:
+                return
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._on_timer)
 
     def _step(self, now: float) -> float | None:
         """Drop what expired, dispatch what is ready; return seconds until the next timer (None: none)."""
@@ -171,77 +211,117 @@ class DynamicBatcher:
         gathered, can_grow = self._queue.gather()  # max_batch_size 0: always one request, dispatched at once
         if not gathered:
             return []
+        policy = self._policy
         # the same sum as in _next_timer, so "expired" and "wait 0 s" always agree (no float spin)
-        timer_expired = self._draining or now >= gathered[0].enqueued_at + self._policy.max_queue_delay_s
-        rows = [p.rows for p in gathered]
-        count = choose_batch(rows, self._policy, can_grow=can_grow, timer_expired=timer_expired)
+        ends = gathered[0].enqueued_at + policy.max_queue_delay_s
+        go = self._draining or now >= ends
+        if not (go or policy.strict_delay):  # work-conserving: an instance is free
+            go = not self._worth_waiting(gathered, ends - now)
+        count = choose_batch([p.rows for p in gathered], policy, can_grow=can_grow, timer_expired=go)
         return self._queue.take(count)
+
+    def _worth_waiting(self, gathered: list[QueuedRequest], left_s: float) -> bool:
+        """Whether a free instance should let the gathered batch wait (at most `left_s`, what is left of
+        its delay): when the delay is cheap next to a batch (at most DELAY_SHARE of the measured batch
+        time: a slow model's closed-loop clients come back within it), or when the arrivals expected
+        within it would reach a preferred size."""
+        if self._batch_s is not None and self._policy.max_queue_delay_s <= DELAY_SHARE * self._batch_s:
+            return True
+        rows = sum(p.rows for p in gathered)
+        expected = self._queue.expected_rows(left_s)
+        return preferred_within_reach(rows, self._policy.preferred_batch_sizes, expected)
 
     def _next_timer(self, now: float) -> float | None:
         expiry = self._queue.next_expiry()
-        times = [expiry] if expiry is not None else []
         head = self._queue.head_enqueued_at()
         if self._free and head is not None and self._policy.batching:
-            times.append(head + self._policy.max_queue_delay_s)
-        return max(0.0, min(times) - now) if times else None
+            delay_ends = head + self._policy.max_queue_delay_s
+            expiry = delay_ends if expiry is None else min(expiry, delay_ends)
+        return None if expiry is None else max(0.0, expiry - now)
 
-    def _dispatch(self, batch: list[QueuedRequest], now: float) -> None:
-        instance = self._free.pop()
-        self._in_flight += len(batch)
-        task = asyncio.create_task(self._run_batch(instance, batch, now))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-
-    def _on_scheduler_done(self, task: asyncio.Task[None]) -> None:
-        """Fail closed if the scheduler dies (a bug, or an observer that raised): nothing may hang."""
-        if task.cancelled() or task.exception() is None:
-            return
-        failure = self._failure = task.exception()
+    def _fail_closed(self, failure: BaseException) -> None:
+        self._failure = failure
         log.error("batcher for %s failed", self._name, exc_info=failure)
         self._queue.fail_all(lambda: Unavailable(f"{self._name} batcher failed: {failure}"))
         self._update_idle()
 
     # ---- running one batch -----------------------------------------------------------------------
 
-    async def _run_batch(self, instance: Backend, batch: list[QueuedRequest], started_at: float) -> None:
-        rows = sum(p.rows for p in batch)
-        loop = asyncio.get_running_loop()
-        begun = self._clock()
-        try:
-            parts, timings = await loop.run_in_executor(
-                self._executor, self._execute, instance, [p.inputs for p in batch], [p.rows for p in batch]
-            )
-            took = self._clock() - begun
-            self._batch_s = took if self._batch_s is None else 0.8 * self._batch_s + 0.2 * took
-        except Exception as exc:
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(_execution_error(exc))
-            self._observer.on_batch(rows, len(batch), None, exc)
+    def _dispatch(self, batch: list[QueuedRequest], now: float) -> None:
+        instance = self._free.pop()
+        self._in_flight += len(batch)
+        inputs, rows = [p.inputs for p in batch], [p.rows for p in batch]
+        if self.runs_inline:
+            try:
+                outcome = self._execute(instance, inputs, rows)
+            except Exception as exc:
+                self._finish(instance, batch, now, None, exc)
+            else:
+                self._finish(instance, batch, now, outcome, None)
+            return
+        assert self._loop is not None
+        future = self._loop.run_in_executor(self._executor, self._execute, instance, inputs, rows)
+        future.add_done_callback(functools.partial(self._finished, instance, batch, now))
+
+    def _finished(
+        self, instance: Backend, batch: list[QueuedRequest], started: float, future: asyncio.Future[_Outcome]
+    ) -> None:
+        """The worker thread's batch is done (a loop callback): answer its requests, then schedule."""
+        error = future.exception()
+        if error is None:
+            self._finish(instance, batch, started, future.result(), None)
         else:
+            failure = error if isinstance(error, Exception) else RuntimeError(repr(error))
+            self._finish(instance, batch, started, None, failure)
+        self._request_pass()
+
+    def _finish(
+        self,
+        instance: Backend,
+        batch: list[QueuedRequest],
+        started_at: float,
+        outcome: _Outcome | None,
+        error: Exception | None,
+    ) -> None:
+        rows = sum(p.rows for p in batch)
+        try:
+            if outcome is None:
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(_execution_error(error or RuntimeError("no result")))
+                self._observer.on_batch(rows, len(batch), None, error)
+                return
+            parts, timings, took = outcome
+            self._measured(took)
             for pending, outputs in zip(batch, parts, strict=True):
                 if not pending.future.done():
                     queue_ns = int((started_at - pending.enqueued_at) * 1e9)
-                    result = RequestResult(
-                        outputs=outputs, queue_ns=queue_ns, timings=timings, batch_rows=rows
-                    )
-                    pending.future.set_result(result)
+                    pending.future.set_result(RequestResult(outputs, queue_ns, timings, rows))
             self._observer.on_batch(rows, len(batch), timings, None)
         finally:
             self._in_flight -= len(batch)
             self._free.append(instance)
             self._update_idle()
-            self._wake.set()
 
-    def _execute(
-        self, instance: Backend, requests: list[TensorMap], row_counts: list[int]
-    ) -> tuple[list[dict[str, Array]], ComputeTimings]:
-        """Runs in a worker thread: merge, run the model, split."""
+    def _measured(self, took: float) -> None:
+        """A batch took `took` s: update the moving average, and where the next batch runs. Hysteresis
+        (inline below the threshold, back to the thread only above twice it) keeps a model near the
+        threshold from switching on every preempted batch of a busy machine."""
+        self._batch_s = took if self._batch_s is None else 0.8 * self._batch_s + 0.2 * took
+        self._inline = self._batch_s < self._inline_below_s * (2.0 if self._inline else 1.0)
+
+    def _execute(self, instance: Backend, requests: list[TensorMap], row_counts: list[int]) -> _Outcome:
+        """Merge, run the model, split (in a worker thread, or inline); also the wall time it took."""
+        begun = self._clock()
         if not self._policy.batching:
             result = instance.infer(requests[0])
-            return [dict(result.outputs)], result.timings
+            return [dict(result.outputs)], result.timings, self._clock() - begun
         result = instance.infer(merge_inputs(requests))
-        return split_outputs(result.outputs, row_counts), result.timings
+        parts = split_outputs(result.outputs, row_counts)
+        return parts, result.timings, self._clock() - begun
+
+
+_Outcome = tuple[list[dict[str, Array]], ComputeTimings, float]
 
 
 def _execution_error(exc: Exception) -> ModelExecutionError:

@@ -6,6 +6,14 @@ reordering past it). The gathered batch is dispatched at once when it is full (m
 its rows are a preferred size, when some request boundary inside it reaches a preferred size (the largest
 such prefix goes; the rest waits), or when it cannot grow (the next queued request does not fit).
 Otherwise it waits until its oldest request has been queued max_queue_delay_s (0 = dispatch at once).
+
+Work-conserving (the default): the caller (serving/batching/batcher.py) only asks while an instance is
+free, and treats the delay as expired at once, unless a preferred size is within reach: the rows
+expected to arrive before the oldest request's delay ends (at the recent arrival rate) would take the
+batch up to the next preferred size (`preferred_within_reach`). While every instance is busy requests
+queue up anyway, so a batch still fills under load, and a free instance never idles beside a queue.
+Triton's fixed delay (`strict_delay`, config.pbtxt parameter `batching.strict_delay: "true"`): a batch
+that is neither full nor preferred waits out max_queue_delay_s even when an instance is idle.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ class BatchingPolicy:
     max_queue_size: int = 0  # queued (not yet running) requests; 0 = unbounded
     default_timeout_s: float | None = None  # queue timeout (Triton default_timeout_microseconds)
     allow_timeout_override: bool = False  # a request may shorten its queue timeout (never extend it)
+    strict_delay: bool = False  # Triton's fixed delay: wait it out even when an instance is idle
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 0:
@@ -73,3 +82,10 @@ def choose_batch(
     if best:
         return best
     return len(row_counts) if timer_expired or not can_grow else 0
+
+
+def preferred_within_reach(rows: int, preferred: Sequence[int], expected_rows: float) -> bool:
+    """Whether `expected_rows` more rows (the arrivals expected while the delay lasts) would take a batch
+    of `rows` rows up to a preferred size it has not reached yet."""
+    gaps = [size - rows for size in preferred if size > rows]
+    return bool(gaps) and min(gaps) <= expected_rows

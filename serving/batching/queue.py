@@ -99,6 +99,8 @@ class RequestQueue:
         self._seq = itertools.count()
         self._depth = 0
         self._rows = 0  # rows of the live queued requests
+        self._last_admit: float | None = None
+        self._row_gap_s: float | None = None  # moving average of the time between arriving rows
 
     @property
     def depth(self) -> int:
@@ -109,6 +111,19 @@ class RequestQueue:
     def rows(self) -> int:
         """Rows of the queued requests that are still waiting."""
         return self._rows
+
+    def expected_rows(self, seconds: float) -> float:
+        """Rows expected to arrive within `seconds`, at the recent arrival rate (0 before two arrivals)."""
+        gap = self._row_gap_s
+        if gap is None or seconds <= 0:
+            return 0.0
+        return seconds / gap if gap > 0 else float("inf")
+
+    def _arrived(self, now: float, rows: int) -> None:
+        if self._last_admit is not None:
+            gap = (now - self._last_admit) / rows
+            self._row_gap_s = gap if self._row_gap_s is None else 0.8 * self._row_gap_s + 0.2 * gap
+        self._last_admit = now
 
     def admit(
         self,
@@ -140,6 +155,7 @@ class RequestQueue:
                     f"of queued work, {(deadline - now) * 1e3:.0f} ms left)"
                 )
         timeout = policy.queue_timeout(timeout_s)
+        self._arrived(now, rows)
         pending = QueuedRequest(
             inputs=inputs,
             rows=rows,

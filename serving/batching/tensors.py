@@ -15,14 +15,16 @@ def request_rows(inputs: TensorMap, max_batch_size: int) -> int:
     """Rows of one request (axis 0, the same for every input); InvalidInput when unusable."""
     if not inputs:
         raise InvalidInput("a request needs at least one input")
+    rows = -1
     for name, array in inputs.items():
-        if array.ndim == 0:
+        shape = array.shape
+        if not shape:
             raise InvalidInput(f"input '{name}' has no batch dimension (shape ())")
-    counts = {array.shape[0] for array in inputs.values()}
-    if len(counts) > 1:
-        sizes = ", ".join(f"'{name}' has {array.shape[0]}" for name, array in inputs.items())
-        raise InvalidInput(f"inputs disagree on the batch size: {sizes}")
-    rows = counts.pop()
+        if rows < 0:
+            rows = shape[0]
+        elif shape[0] != rows:
+            sizes = ", ".join(f"'{n}' has {a.shape[0] if a.ndim else '()'}" for n, a in inputs.items())
+            raise InvalidInput(f"inputs disagree on the batch size: {sizes}")
     if rows < 1:
         raise InvalidInput("a request needs at least one row (batch size 0)")
     if rows > max_batch_size:
@@ -32,7 +34,14 @@ def request_rows(inputs: TensorMap, max_batch_size: int) -> int:
 
 def batch_signature(inputs: TensorMap) -> Hashable:
     """What must match for two requests to share a batch: names, non-batch shapes, dtypes."""
-    return tuple(sorted((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items()))
+    if len(inputs) == 1:  # the common case, without the sort
+        ((name, array),) = inputs.items()
+        return name, array.dtype, array.shape[1:]
+    return tuple(sorted(((name, array.dtype, array.shape[1:]) for name, array in inputs.items()), key=_name))
+
+
+def _name(entry: tuple[str, object, object]) -> str:
+    return entry[0]
 
 
 def merge_inputs(requests: Sequence[TensorMap]) -> dict[str, Array]:

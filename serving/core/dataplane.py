@@ -12,6 +12,7 @@ the primary answered (serving/traffic/shadow.py), never on the client's path.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator, Mapping
 
 from serving.core.request import InferenceRequest, InferenceResponse, RequestSchema
 from serving.errors import Unavailable
@@ -68,7 +69,23 @@ class DataPlane:
         ready = {number: v for number, v in model.versions.items() if v.ready}
         if not ready:
             return self.registry.resolve(request.model_name), None  # raises, with the reason
-        states = {number: v.state.value for number, v in model.versions.items()}
+        states = _States(model.versions)  # read only if routing fails (the message names the states)
         chosen = self._traffic.choose(request.model_name, ready, request.routing_key, states)
         shadow = self._traffic.shadow_for(request.model_name, chosen, ready) if self._shadows else None
         return ready[chosen], ready.get(shadow) if shadow is not None else None
+
+
+class _States(Mapping[int, str]):
+    """version → state name, read from the versions only when asked."""
+
+    def __init__(self, versions: Mapping[int, ModelVersion]) -> None:
+        self._versions = versions
+
+    def __getitem__(self, number: int) -> str:
+        return self._versions[number].state.value
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._versions)
+
+    def __len__(self) -> int:
+        return len(self._versions)

@@ -48,6 +48,7 @@ class InferenceResponse:
 class _InputRule:
     tensor: TensorSpec
     shape: tuple[int, ...]  # the request's expected shape, -1 = any (the batch dimension included)
+    dtype: np.dtype[Any]  # the numpy dtype of the config's datatype
 
 
 class RequestSchema:
@@ -57,7 +58,7 @@ class RequestSchema:
         self.name = spec.name
         self.max_batch_size = spec.max_batch_size
         batch = (-1,) if spec.max_batch_size > 0 else ()
-        self._inputs = {t.name: _InputRule(t, batch + t.dims) for t in spec.inputs}
+        self._inputs = {t.name: _InputRule(t, batch + t.dims, V2_TO_NUMPY[t.datatype]) for t in spec.inputs}
         self._input_names = [t.name for t in spec.inputs]
         self._required = [t.name for t in spec.inputs if not t.optional]
         self._outputs = [t.name for t in spec.outputs]
@@ -69,45 +70,63 @@ class RequestSchema:
         }
 
     def validate(self, request: InferenceRequest) -> None:
-        """Raise InvalidInput, naming the input, if the request does not fit the model's config."""
-        model = f"model '{self.name}'"
-        for name in request.inputs:
-            if name not in self._inputs:
-                raise InvalidInput(f"unexpected input '{name}' for {model}; it expects {self._input_names}")
-        missing = [name for name in self._required if name not in request.inputs]
-        if missing:
-            raise InvalidInput(f"{model} expects input(s) {missing}, not given")
-        batch_sizes = set()
-        for name, array in request.inputs.items():
-            self._check_tensor(self._inputs[name], array)
+        """Raise InvalidInput, naming the input, if the request does not fit the model's config.
+        The error texts are built only when a check fails."""
+        inputs = request.inputs
+        rules = self._inputs
+        for name in inputs:
+            if name not in rules:
+                raise InvalidInput(
+                    f"unexpected input '{name}' for model '{self.name}'; it expects {self._input_names}"
+                )
+        for name in self._required:
+            if name not in inputs:
+                missing = [name for name in self._required if name not in inputs]
+                raise InvalidInput(f"model '{self.name}' expects input(s) {missing}, not given")
+        batch_size = -1
+        for name, array in inputs.items():
+            self._check_tensor(rules[name], array)
             if self.max_batch_size > 0:
-                batch_sizes.add(int(array.shape[0]))
-        if len(batch_sizes) > 1:
-            raise InvalidInput(f"inputs of {model} disagree on the batch size: {sorted(batch_sizes)}")
+                if batch_size < 0:
+                    batch_size = array.shape[0]
+                elif array.shape[0] != batch_size:
+                    sizes = sorted({int(a.shape[0]) for a in inputs.values()})
+                    raise InvalidInput(f"inputs of model '{self.name}' disagree on the batch size: {sizes}")
         for name in (*request.requested_outputs, *request.output_classes):
             if name not in self._output_set:
-                raise InvalidInput(f"unknown output '{name}' requested from {model}; it has {self._outputs}")
+                raise InvalidInput(
+                    f"unknown output '{name}' requested from model '{self.name}'; it has {self._outputs}"
+                )
 
     def _check_tensor(self, rule: _InputRule, array: Array) -> None:
         tensor = rule.tensor
-        where = f"input '{tensor.name}' of model '{self.name}'"
-        datatype = numpy_to_v2(array.dtype)
-        if datatype != tensor.datatype:
-            raise InvalidInput(f"{where}: datatype {datatype} does not match the model's {tensor.datatype}")
-        if datatype == "BYTES":
+        if array.dtype != rule.dtype:
+            datatype = numpy_to_v2(array.dtype)
+            if datatype != tensor.datatype:
+                raise InvalidInput(
+                    f"{self._where(tensor)}: datatype {datatype} does not match the model's {tensor.datatype}"
+                )
+        if tensor.datatype == "BYTES":
             # Checked here, per request, so that one client's bad string fails only its own request and
             # never the batch it would have joined.
             for index, item in enumerate(array.reshape(-1)):
                 decode_utf8(tensor.name, index, item)
         shape, expected = array.shape, rule.shape
         if len(shape) != len(expected) or any(e not in (-1, s) for e, s in zip(expected, shape, strict=True)):
-            raise InvalidInput(f"{where}: shape {list(shape)} does not match the model's {list(expected)}")
+            raise InvalidInput(
+                f"{self._where(tensor)}: shape {list(shape)} does not match the model's {list(expected)}"
+            )
         if self.max_batch_size > 0:
             rows = shape[0]
             if rows < 1:
-                raise InvalidInput(f"{where}: batch size must be at least 1, got {rows}")
+                raise InvalidInput(f"{self._where(tensor)}: batch size must be at least 1, got {rows}")
             if rows > self.max_batch_size:
-                raise InvalidInput(f"{where}: batch size {rows} exceeds max_batch_size {self.max_batch_size}")
+                raise InvalidInput(
+                    f"{self._where(tensor)}: batch size {rows} exceeds max_batch_size {self.max_batch_size}"
+                )
+
+    def _where(self, tensor: TensorSpec) -> str:
+        return f"input '{tensor.name}' of model '{self.name}'"
 
     def conform_outputs(self, outputs: dict[str, Array], classes: Mapping[str, int]) -> dict[str, Array]:
         """The outputs in the config's datatypes (a backend may answer, say, FP16 for an FP32 output);

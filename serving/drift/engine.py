@@ -1,8 +1,12 @@
 """Prediction drift of every loaded version: `DriftEngine` owns the monitors and scores them.
 
-On the request path `DriftEngine.observe` hands each output to its `PredictionMonitor`
-(serving.drift.monitor), started on the output's first batch. Off the request path the engine (a daemon
-thread, every `interval_s`) scores the live windows against their references and sets the gauges.
+On the request path `DriftEngine.submit` only appends (model, version, outputs) to a bounded queue (one
+deque append; a full queue drops the request and counts it in serving_drift_dropped_total, it never
+blocks). The engine's daemon thread drains the queue every `FLUSH_S` (and before every scoring pass and
+scrape): consecutive requests' outputs are concatenated and summarised at once by each output's
+`PredictionMonitor` (serving.drift.monitor), started on the output's first batch. `observe` summarises
+synchronously (tests, tools). Every `interval_s` the thread scores the live windows against their
+references and sets the gauges.
 
 The parts, one job each: serving.drift.statistics (the statistics: `psi`, `js_distance` and `confidence_psi`
 for classification; `ks`, `wasserstein` for numeric outputs), serving.drift.config (the `drift.*`
@@ -15,9 +19,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from serving.drift.config import DriftConfig, OutputSpec
 from serving.drift.monitor import Clock, PredictionMonitor
@@ -26,6 +33,10 @@ from serving.errors import ModelConfigError
 from serving.telemetry.metrics import ServingMetrics
 from serving.telemetry.predictions import PredictionCounts
 from serving.types import Array
+
+FLUSH_S = 0.05  # how often the engine's thread summarises what was submitted
+MAX_PENDING = 8192  # submitted requests waiting to be summarised; more are dropped and counted
+MAX_GROUP = 64  # requests summarised together at most (the window's buckets stay close to their size)
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +69,14 @@ class DriftEngine:
         *,
         clock: Clock = time.monotonic,
         seed: int = 0,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         self._metrics, self._interval_s, self._clock, self._seed = metrics, interval_s, clock, seed
+        self._pending: deque[tuple[str, str, Mapping[str, Array]]] = deque()
+        self._max_pending = max_pending
+        self._flush_lock = threading.Lock()  # one thread summarises the queue at a time
         self._lock = threading.Lock()  # guards _versions and their monitor maps
         self._export_lock = threading.Lock()  # serialises compute passes with remove_version
         self._versions: dict[tuple[str, str], _Version] = {}
@@ -91,23 +106,59 @@ class DriftEngine:
         for output in state.monitors if state is not None else ():
             self._metrics.forget_drift_output(model, version, output)
 
-    def observe(self, model: str, version: str, outputs: Mapping[str, Array]) -> None:
-        """Count one request's outputs; never raises (a failing output is logged once and skipped)."""
-        state = self._versions.get((model, version))
-        if state is None:
+    def submit(self, model: str, version: str, outputs: Mapping[str, Array]) -> None:
+        """Queue one request's outputs for the engine's thread (event loop: O(1), never blocks)."""
+        if len(self._pending) >= self._max_pending:
+            self._metrics.drift_dropped(model, version)
             return
-        for output, array in outputs.items():
-            if output in state.skipped:
-                continue
+        self._pending.append((model, version, outputs))
+
+    def flush(self) -> None:
+        """Summarise what was submitted so far: each run of one version's requests at once per output."""
+        with self._flush_lock:
+            pending, left = self._pending, len(self._pending)
+            while left > 0:
+                model, version, first = pending.popleft()
+                left -= 1
+                arrays: dict[str, list[Array]] = {name: [array] for name, array in first.items()}
+                grouped = 1
+                while left > 0 and grouped < MAX_GROUP and pending[0][:2] == (model, version):
+                    for name, array in pending.popleft()[2].items():
+                        arrays.setdefault(name, []).append(array)
+                    left, grouped = left - 1, grouped + 1
+                for name, parts in arrays.items():
+                    self._observe_parts(model, version, name, parts)
+
+    def _observe_parts(self, model: str, version: str, output: str, parts: list[Array]) -> None:
+        if len(parts) > 1:
             try:
-                monitor = state.monitors.get(output) or self._start_monitor(
-                    (model, version, output), state, array
-                )
-                if monitor is not None:
-                    monitor.observe(array)
-            except (ValueError, TypeError) as exc:
-                log.warning("drift monitoring of %s/%s output %s stopped: %s", model, version, output, exc)
-                state.skipped.add(output)
+                joined = np.concatenate(parts, axis=0)
+            except ValueError:  # shapes differ: each alone, so the monitor judges each as it would
+                pass
+            else:
+                self._observe_output(model, version, output, joined, len(parts))
+                return
+        for part in parts:
+            self._observe_output(model, version, output, part, 1)
+
+    def observe(self, model: str, version: str, outputs: Mapping[str, Array]) -> None:
+        """Count one request's outputs now; never raises (a failing output is logged once and skipped)."""
+        for output, array in outputs.items():
+            self._observe_output(model, version, output, array, 1)
+
+    def _observe_output(self, model: str, version: str, output: str, array: Array, requests: int) -> None:
+        state = self._versions.get((model, version))
+        if state is None or output in state.skipped:
+            return
+        try:
+            monitor = state.monitors.get(output) or self._start_monitor(
+                (model, version, output), state, array
+            )
+            if monitor is not None:
+                monitor.observe(array, requests)
+        except (ValueError, TypeError) as exc:
+            log.warning("drift monitoring of %s/%s output %s stopped: %s", model, version, output, exc)
+            state.skipped.add(output)
 
     def _start_monitor(
         self, labels: tuple[str, str, str], state: _Version, first: Array
@@ -140,7 +191,8 @@ class DriftEngine:
             return monitor
 
     def monitor(self, model: str, version: str, output: str) -> PredictionMonitor | None:
-        """The output's monitor, None until its first batch has been observed."""
+        """The output's monitor, None until its first batch has been observed (submitted ones included)."""
+        self.flush()
         state = self._versions.get((model, version))
         return state.monitors.get(output) if state is not None else None
 
@@ -170,6 +222,7 @@ class DriftEngine:
 
     def compute_now(self) -> None:
         """Score every monitor and set the drift gauges (one pass at a time, never racing an unload)."""
+        self.flush()
         with self._export_lock:
             self._compute_all()
 
@@ -187,6 +240,7 @@ class DriftEngine:
             )
 
     def prediction_counts(self) -> Iterator[PredictionCounts]:
+        self.flush()
         return (monitor.counts() for monitor in self._monitors())
 
     def start(self) -> None:
@@ -203,8 +257,13 @@ class DriftEngine:
             self._thread = None
 
     def _run(self) -> None:
-        while not self._stopping.wait(self._interval_s):
+        due = time.monotonic() + self._interval_s
+        while not self._stopping.wait(min(FLUSH_S, self._interval_s)):
             try:
-                self.compute_now()
+                if time.monotonic() >= due:
+                    due += self._interval_s
+                    self.compute_now()
+                else:
+                    self.flush()
             except Exception:
                 log.exception("computing drift scores failed")

@@ -113,11 +113,12 @@ class PredictionMonitor:
             self._reference = None
             self._capture = self._new_counts(self._config.reference_rows)
 
-    def observe(self, batch_output: Array) -> None:
-        """Count one request's output (rows along axis 0); raises ValueError for a mismatched shape."""
+    def observe(self, batch_output: Array, requests: int = 1) -> None:
+        """Count the output of `requests` requests (their rows along axis 0, together); raises ValueError
+        for a mismatched shape."""
         if batch_output.ndim == 0 or batch_output.shape[0] == 0:
             return
-        request = self._summarise(batch_output)
+        request = self._summarise(batch_output, requests)
         now = self._clock()
         with self._lock:
             self._totals.add(request)
@@ -127,10 +128,10 @@ class PredictionMonitor:
                 if self._capture.rows >= self._config.reference_rows:
                     self._reference, self._capture = self._captured(self._capture), None
 
-    def _summarise(self, batch: Array) -> _Counts:
-        """One request's output reduced to counts: O(its size), vectorised, no shared state touched."""
+    def _summarise(self, batch: Array, requests: int) -> _Counts:
+        """Requests' output reduced to counts: O(its size), vectorised, no shared state touched."""
         request = self._new_counts(0)
-        request.requests, request.rows = 1, int(batch.shape[0])
+        request.requests, request.rows = requests, int(batch.shape[0])
         if self.spec.kind == "classification":
             if batch.ndim != 2 or batch.shape[1] != self._n_classes:
                 raise ValueError(f"expected [rows, {self._n_classes}] probabilities, got {batch.shape}")
@@ -150,7 +151,7 @@ class PredictionMonitor:
             np.searchsorted(edges, values, side="left"), minlength=len(edges) + 1
         )
         request.value_sum = float(values.sum())
-        k = self._config.values_per_request
+        k = self._config.values_per_request * requests
         request.values = values if values.size <= k else values[self._rng.integers(0, values.size, k)]
         request.n_values = request.values.size
         return request

@@ -35,13 +35,21 @@ log = logging.getLogger("serving.lifecycle")
 __all__ = ["BackendLoader", "ModelVersion", "VersionState", "batching_policy"]
 
 
+STRICT_DELAY_PARAMETER = "batching.strict_delay"  # "true": Triton's fixed delay (not work-conserving)
+INLINE_PARAMETER = "batching.inline_below_us"  # run batches on the event loop below this batch time
+DEFAULT_INLINE_BELOW_US = 200  # docs/performance.md: the measurement behind it
+
+
 def batching_policy(spec: ModelSpec, default_max_queue_size: int = 0) -> BatchingPolicy:
     """Dynamic batching as config.pbtxt asks; without `dynamic_batching` every request runs alone.
-    A config without max_queue_size gets the server's `default_max_queue_size` (0 = unbounded)."""
+    A config without max_queue_size gets the server's `default_max_queue_size` (0 = unbounded).
+    ModelConfigError for a malformed `batching.*` parameter."""
     db = spec.dynamic_batching
+    strict = _flag(spec, STRICT_DELAY_PARAMETER)
     if db is None:
         return BatchingPolicy(max_batch_size=0)
     return BatchingPolicy(
+        strict_delay=strict,
         max_batch_size=spec.max_batch_size,
         preferred_batch_sizes=db.preferred_batch_sizes,
         max_queue_delay_s=db.max_queue_delay_s,
@@ -49,6 +57,26 @@ def batching_policy(spec: ModelSpec, default_max_queue_size: int = 0) -> Batchin
         default_timeout_s=db.queue.default_timeout_s,
         allow_timeout_override=db.queue.allow_timeout_override,
     )
+
+
+def _flag(spec: ModelSpec, key: str) -> bool:
+    value = spec.parameters.get(key, "false").strip().lower()
+    if value not in ("true", "false"):
+        raise ModelConfigError(
+            f"model '{spec.name}': parameter '{key}' must be \"true\" or \"false\", got {value!r}"
+        )
+    return value == "true"
+
+
+def inline_below_s(spec: ModelSpec) -> float:
+    """Batches whose measured wall time is below this run on the event loop (0: never); ModelConfigError."""
+    text = spec.parameters.get(INLINE_PARAMETER, str(DEFAULT_INLINE_BELOW_US)).strip()
+    if not text.isdigit():
+        raise ModelConfigError(
+            f"model '{spec.name}': parameter '{INLINE_PARAMETER}' must be a whole number of microseconds "
+            f"(0 = never inline), got {text!r}"
+        )
+    return int(text) / 1e6
 
 
 class ModelVersion:
@@ -120,6 +148,8 @@ class ModelVersion:
         started = time.perf_counter()
         try:
             self.observer.started()
+            policy = batching_policy(self.spec, self._default_max_queue_size)  # bad parameters fail first
+            inline = inline_below_s(self.spec)
             for placement in self.placements:
                 backend = await asyncio.to_thread(loader, self.source, self.spec, placement)
                 self._backends.append(backend)
@@ -134,9 +164,10 @@ class ModelVersion:
                 await asyncio.to_thread(self._warm_up, backend)
             self._batcher = DynamicBatcher(
                 self._backends,
-                batching_policy(self.spec, self._default_max_queue_size),
+                policy,
                 observer=self.observer,
                 name=self.describe(),
+                inline_below_s=inline,
             )
             await self._batcher.start()
         except Exception as exc:  # any failure, including the framework's own, fails this version only
@@ -190,7 +221,9 @@ class ModelVersion:
             raise
         self.observer.request_succeeded(time.perf_counter_ns() - started, result)
         wanted = request.requested_outputs
-        return {k: v for k, v in result.outputs.items() if not wanted or k in wanted}
+        if not wanted:
+            return result.outputs
+        return {k: v for k, v in result.outputs.items() if k in wanted}
 
     async def drain_and_unload(self) -> None:
         """Stop taking requests, let every queued and running one finish, then release the model."""

@@ -10,7 +10,7 @@ perf_analyzer) and the Prometheus series are moved by the same events and agree 
     batcher: batch ran        on_batch           VersionStats.batch_executed, ServingMetrics.batch_executed
     batcher: request dropped  on_rejected        serving_requests_rejected_total
     ModelVersion.infer: ok    request_succeeded  VersionStats.request_succeeded, stage="queue" histogram,
-                                                 DriftEngine.observe (O(1) per request)
+                                                 DriftEngine.submit (a deque append per request)
     ModelVersion.infer: error request_failed     VersionStats.request_failed
     load begins               started            drift monitors (a bad `drift.*` key fails the load),
                                                  scrape-time state / queue depth / in-flight gauges
@@ -163,7 +163,7 @@ class VersionObserver:
         if self._metrics is not None:
             self._metrics.request_queued_for(*self.key, result.queue_ns / 1e9)
         if self._drift is not None:
-            self._drift.observe(*self.key, result.outputs)
+            self._drift.submit(*self.key, result.outputs)
 
     def request_failed(self, total_ns: int) -> None:
         self._version.stats.request_failed(total_ns)

@@ -27,6 +27,7 @@ dynamic_batching {
   max_queue_delay_microseconds: 3000000
   default_queue_policy { max_queue_size: 1 }
 }
+parameters { key: "batching.strict_delay" value: { string_value: "true" } }
 """
 
 

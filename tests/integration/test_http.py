@@ -36,6 +36,7 @@ dynamic_batching {
   max_queue_delay_microseconds: 3000000
   default_queue_policy { max_queue_size: 1 }
 }
+parameters { key: "batching.strict_delay" value: { string_value: "true" } }
 """
 STRINGS = [b"", b"\x00", b"he\x00llo", "héllo wörld ✓ 日本語 🚀".encode(), b"plain"]
 

@@ -34,6 +34,7 @@ dynamic_batching {
   preferred_batch_size: [ 8 ]
   max_queue_delay_microseconds: 5000000
 }
+parameters { key: "batching.strict_delay" value: { string_value: "true" } }
 """
 
 

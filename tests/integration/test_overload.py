@@ -211,7 +211,10 @@ def test_twice_capacity_with_a_deadline_sheds_early_and_keeps_goodput(server: Se
 
 
 def test_calls_beyond_max_concurrent_rpcs_are_refused_at_once_and_counted(tmp_path: Path) -> None:
-    held = "dynamic_batching { max_queue_delay_microseconds: 1000000 }"  # a lone call waits 1 s
+    held = (  # a lone call waits 1 s: Triton's fixed delay
+        "dynamic_batching { max_queue_delay_microseconds: 1000000 }\n"
+        'parameters { key: "batching.strict_delay" value: { string_value: "true" } }'
+    )
     write_add_repository(tmp_path / "repo", "held", config=add_model_config("held", batching=held))
     server = start_server(tmp_path / "repo", tmp_path / "server.log", "--max-concurrent-rpcs", "2")
     try:

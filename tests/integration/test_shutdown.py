@@ -1,7 +1,8 @@
 """SIGTERM under load loses nothing: every accepted call completes within --grace-period, exit code 0.
 
 A real server on loopback with two add models (y = x + 1): `busy` batches up to 8 rows and waits up to
-20 ms for a fuller batch, `held` waits up to 2 s, so requests sit queued when the signal comes.
+20 ms for a fuller batch, `held` waits 2 s (Triton's fixed delay, `batching.strict_delay`), so requests
+sit queued when the signal comes.
 64 asyncio clients (grpc.aio stubs) send to `busy` in a loop; a few calls wait in `held`'s queue (gRPC and
 HTTP). SIGTERM mid-load. Every call either gets its correct reply or is refused with UNAVAILABLE (HTTP
 503) — none CANCELLED, none lost — and a call made after the signal, while `held` still drains, is refused.
@@ -41,7 +42,9 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     busy = "dynamic_batching { max_queue_delay_microseconds: 20000 }"
     held = f"dynamic_batching {{ max_queue_delay_microseconds: {int(HELD_DELAY_S * 1e6)} }}"
     write_add_repository(tmp_path / "repo", "busy", config=add_model_config("busy", batching=busy))
-    write_add_repository(tmp_path / "repo", "held", config=add_model_config("held", batching=held))
+    strict = 'parameters { key: "batching.strict_delay" value: { string_value: "true" } }'
+    held_config = add_model_config("held", batching=held, extra=strict)
+    write_add_repository(tmp_path / "repo", "held", config=held_config)
     process = start_server(tmp_path / "repo", tmp_path / "server.log", "--grace-period", str(GRACE_S))
     yield process
     process.stop()

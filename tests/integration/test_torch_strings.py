@@ -30,6 +30,7 @@ max_batch_size: 8
 input [ {{ name: "x" data_type: TYPE_STRING dims: [ 2 ] }} ]
 output [ {{ name: "y" data_type: TYPE_STRING dims: [ 2 ] }} ]
 dynamic_batching {{ max_queue_delay_microseconds: 1000000 }}
+parameters {{ key: "batching.strict_delay" value: {{ string_value: "true" }} }}
 """
 MARK = SUFFIX.encode()
 

@@ -23,7 +23,10 @@ from tests.servers import ServerProcess, serving
 
 pytestmark = pytest.mark.integration
 
-SLOW = "dynamic_batching { preferred_batch_size: [ 8 ] max_queue_delay_microseconds: 5000000 }"
+SLOW = (  # Triton's fixed delay: a lone request waits 5 s
+    "dynamic_batching { preferred_batch_size: [ 8 ] max_queue_delay_microseconds: 5000000 }\n"
+    'parameters { key: "batching.strict_delay" value: { string_value: "true" } }'
+)
 
 
 @pytest.fixture(scope="module")

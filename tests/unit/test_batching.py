@@ -7,6 +7,7 @@ then check which batches the backend saw.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -287,10 +288,13 @@ async def test_preferred_size_dispatches_without_waiting_the_delay(make: Factory
     assert backend.batch_rows == [2, 2, 1]
 
 
-async def test_oldest_request_waits_max_queue_delay_then_the_batch_goes(make: Factory) -> None:
+async def test_strict_delay_the_oldest_request_waits_max_queue_delay_then_the_batch_goes(
+    make: Factory,
+) -> None:
     clock, backend = FakeClock(), FakeBackend()
     delay = 0.0625  # exact in binary, so the fake clock lands on it exactly
-    batcher = await make([backend], BatchingPolicy(max_batch_size=8, max_queue_delay_s=delay), clock=clock)
+    policy = BatchingPolicy(max_batch_size=8, max_queue_delay_s=delay, strict_delay=True)
+    batcher = await make([backend], policy, clock=clock)
     first = submit(batcher, request(1, 0))
     await asyncio.sleep(3 * delay)  # real time passes, the fake clock does not: nothing may run
     clock.advance(delay / 2)
@@ -304,12 +308,127 @@ async def test_oldest_request_waits_max_queue_delay_then_the_batch_goes(make: Fa
     np.testing.assert_array_equal(r2.outputs["x_out"], block(2, 1) * 2)
 
 
-async def test_lone_request_is_served_after_the_delay_on_the_real_clock(make: Factory) -> None:
+async def test_strict_delay_lone_request_is_served_after_the_delay_on_the_real_clock(make: Factory) -> None:
     backend = FakeBackend()
-    batcher = await make([backend], BatchingPolicy(max_batch_size=8, max_queue_delay_s=0.05))
+    policy = BatchingPolicy(max_batch_size=8, max_queue_delay_s=0.05, strict_delay=True)
+    batcher = await make([backend], policy)
     began = time.monotonic()
     result = await asyncio.wait_for(batcher.infer(request(1)), LONG)
     assert time.monotonic() - began >= 0.05 and result.queue_ns >= 50_000_000
+
+
+async def test_work_conserving_a_free_instance_takes_a_lone_request_at_once(make: Factory) -> None:
+    clock, backend = FakeClock(), FakeBackend()
+    batcher = await make([backend], BatchingPolicy(max_batch_size=8, max_queue_delay_s=100.0), clock=clock)
+    result = await asyncio.wait_for(batcher.infer(request(1)), LONG)  # the fake clock never moves
+    assert backend.batch_rows == [1] and result.queue_ns == 0
+
+
+async def test_work_conserving_batches_fill_while_every_instance_is_busy(make: Factory) -> None:
+    clock, backend = FakeClock(), FakeBackend()
+    batcher = await make([backend], BatchingPolicy(max_batch_size=4, max_queue_delay_s=100.0), clock=clock)
+    blocker = await hold_with_blocker(batcher, backend)  # went at once: the instance was free
+    tasks = [submit(batcher, request(1, start=i)) for i in range(6)]
+    await settle()
+    assert batcher.queue_depth == 6  # busy: they wait, whatever the delay
+    backend.release()
+    await results([blocker, *tasks])  # freed: full batches, then the rest at once, no delay waited
+    assert backend.batch_rows == [1, 4, 2]
+
+
+async def test_work_conserving_waits_for_a_preferred_size_the_arrivals_will_reach(make: Factory) -> None:
+    clock, backend = FakeClock(), FakeBackend()
+    policy = BatchingPolicy(max_batch_size=8, preferred_batch_sizes=(4,), max_queue_delay_s=0.5)
+    batcher = await make([backend], policy, clock=clock)
+    first = await asyncio.wait_for(batcher.infer(request(1, 0)), LONG)  # no arrival rate yet: at once
+    assert first.queue_ns == 0
+    clock.advance(0.001)
+    tasks = [submit(batcher, request(1, 1))]
+    await settle()  # one row per ms: 3 more rows within the 0.5 s delay reach the preferred 4
+    assert batcher.queue_depth == 1 and backend.batch_rows == [1]
+    for i in range(2, 5):
+        clock.advance(0.001)
+        tasks.append(submit(batcher, request(1, i)))
+        await settle()
+    await results(tasks)
+    assert backend.batch_rows == [1, 4]
+
+
+async def test_work_conserving_does_not_wait_for_a_preferred_size_out_of_reach(make: Factory) -> None:
+    clock, backend = FakeClock(), FakeBackend()
+    policy = BatchingPolicy(max_batch_size=8, preferred_batch_sizes=(4,), max_queue_delay_s=0.5)
+    batcher = await make([backend], policy, clock=clock)
+    for i in range(3):
+        clock.advance(1.0)  # one row a second: nothing more arrives within 0.5 s
+        result = await asyncio.wait_for(batcher.infer(request(1, i)), LONG)
+        assert result.queue_ns == 0
+    assert backend.batch_rows == [1, 1, 1]
+
+
+async def test_work_conserving_waits_out_a_delay_that_is_cheap_next_to_the_batch_time(make: Factory) -> None:
+    clock = FakeClock()
+    delay = 0.0625
+
+    def one_second_batch(inputs: TensorMap) -> dict[str, Array]:
+        clock.advance(1.0)  # the batch "takes" 1 s: the delay is 6 % of it
+        return {"x_out": np.asarray(inputs["x"]) * 2}
+
+    backend = FakeBackend(one_second_batch)
+    batcher = await make([backend], BatchingPolicy(max_batch_size=8, max_queue_delay_s=delay), clock=clock)
+    await asyncio.wait_for(batcher.infer(request(1, 0)), LONG)  # nothing measured yet: at once
+    task = submit(batcher, request(1, 1))
+    await asyncio.sleep(3 * delay)  # real time passes, the fake clock does not: it waits for company
+    assert batcher.queue_depth == 1 and backend.batch_rows == [1]
+    clock.advance(delay)
+    assert (await results([task]))[0].queue_ns == int(delay * 1e9)
+
+
+async def test_a_tiny_model_runs_inline_on_the_loop_and_a_slow_one_in_its_thread(make: Factory) -> None:
+    clock = FakeClock()
+    threads: list[str] = []
+
+    def timed(cost_s: float) -> Callable[[TensorMap], dict[str, Array]]:
+        def transform(inputs: TensorMap) -> dict[str, Array]:
+            threads.append(threading.current_thread().name)
+            clock.advance(cost_s)  # the batch "takes" cost_s on the batcher's clock
+            return {"x_out": np.asarray(inputs["x"]) * 2}
+
+        return transform
+
+    fast = await make(
+        [FakeBackend(timed(1e-5))], BatchingPolicy(max_batch_size=8), clock=clock, inline_below_s=1e-4
+    )
+    slow = await make(
+        [FakeBackend(timed(1e-3))], BatchingPolicy(max_batch_size=8), clock=clock, inline_below_s=1e-4
+    )
+    for batcher in (fast, slow):
+        assert not batcher.runs_inline  # nothing measured yet: the first batch goes to the thread
+        for i in range(3):
+            await asyncio.wait_for(batcher.infer(request(1, i)), LONG)
+    loop_thread = threading.current_thread().name
+    assert threads[:3] == [threads[0], loop_thread, loop_thread] and threads[0] != loop_thread
+    assert loop_thread not in threads[3:]
+    assert fast.runs_inline and not slow.runs_inline
+
+
+async def test_an_inline_model_returns_to_its_thread_only_well_above_the_threshold(make: Factory) -> None:
+    clock = FakeClock()
+    costs = [1e-5] * 2 + [1.8e-4] * 10 + [1e-3] * 10  # threshold 1e-4: inline, then 1.8x, then 10x
+
+    def transform(inputs: TensorMap) -> dict[str, Array]:
+        clock.advance(costs.pop(0))
+        return {"x_out": np.asarray(inputs["x"]) * 2}
+
+    batcher = await make(
+        [FakeBackend(transform)], BatchingPolicy(max_batch_size=8), clock=clock, inline_below_s=1e-4
+    )
+    seen = []
+    for i in range(22):
+        await asyncio.wait_for(batcher.infer(request(1, i)), LONG)
+        seen.append(batcher.runs_inline)
+    # the average of 1.8x the threshold (≈ 1.6e-4 after ten batches) keeps an inline model inline, so
+    # preempted batches on a busy machine do not flip it; 10x sends it back to its thread
+    assert seen[:12] == [True] * 12 and seen[-1] is False
 
 
 async def test_two_instances_run_batches_in_parallel(make: Factory) -> None:

@@ -342,6 +342,56 @@ def test_engine_observes_computes_and_exports(tmp_path: Path) -> None:
     assert registry.get_sample_value("serving_predicted_class_total", {**labels, "class": "9"}) is None
 
 
+def test_submitted_requests_are_summarised_off_the_caller_and_count_the_same(tmp_path: Path) -> None:
+    """submit() only queues; flush() (the engine's thread) sums the requests, grouped, to the same
+    counts as observing each request on its own."""
+    rng = np.random.default_rng(RNG_SEED + 5)
+    batches = [probabilities(rng, int(n)) for n in rng.integers(1, 5, size=200)]
+    engines = []
+    for submitted in (False, True):
+        metrics = ServingMetrics(CollectorRegistry(), gpu_probe=None, process_metrics=False)
+        engine = DriftEngine(metrics, interval_s=60, clock=FakeClock())
+        engine.add_version("m", "1", {}, None)
+        for batch in batches:
+            if submitted:
+                engine.submit("m", "1", {"probabilities": batch})
+            else:
+                engine.observe("m", "1", {"probabilities": batch})
+        engines.append(engine)
+    alone, queued = engines
+    assert queued.monitor("m", "1", "probabilities") is not None  # monitor() summarises what is queued
+    a, q = (e.monitor("m", "1", "probabilities") for e in engines)
+    assert a is not None and q is not None
+    qc, ac = q.counts(), a.counts()
+    assert qc.class_counts == ac.class_counts and sum(qc.class_counts) == sum(b.shape[0] for b in batches)
+    assert qc.confidence is not None and ac.confidence is not None
+    assert qc.confidence.counts == ac.confidence.counts
+    assert qc.confidence.total == pytest.approx(ac.confidence.total, rel=1e-12)  # summed in another order
+    assert (
+        (q.window().requests, q.window().rows)
+        == (a.window().requests, a.window().rows)
+        == (
+            200,
+            sum(b.shape[0] for b in batches),
+        )
+    )
+
+
+def test_a_full_drift_queue_drops_and_counts_instead_of_blocking() -> None:
+    registry = CollectorRegistry()
+    metrics = ServingMetrics(registry, gpu_probe=None, process_metrics=False)
+    engine = DriftEngine(metrics, interval_s=60, clock=FakeClock(), max_pending=3)
+    engine.add_version("m", "1", {}, None)
+    rng = np.random.default_rng(RNG_SEED + 6)
+    for _ in range(5):
+        engine.submit("m", "1", {"probabilities": probabilities(rng, 2)})
+    assert registry.get_sample_value("serving_drift_dropped_total", {"model": "m", "version": "1"}) == 2
+    monitor = engine.monitor("m", "1", "probabilities")
+    assert monitor is not None and monitor.window().requests == 3
+    engine.submit("m", "1", {"probabilities": probabilities(rng, 2)})  # room again after the flush
+    assert registry.get_sample_value("serving_drift_dropped_total", {"model": "m", "version": "1"}) == 2
+
+
 def test_engine_rejects_references_that_contradict_the_config(tmp_path: Path) -> None:
     metrics = ServingMetrics(CollectorRegistry(), gpu_probe=None, process_metrics=False)
     engine = DriftEngine(metrics, clock=FakeClock())
