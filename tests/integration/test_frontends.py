@@ -40,7 +40,9 @@ def _repository(root: Path) -> Path:
     write_add_repository(root, "add")
     write_add_repository(root, "wide", config=add_model_config("wide", width=WIDE), width=WIDE)
     held = f"dynamic_batching {{ max_queue_delay_microseconds: {int(HELD_DELAY_S * 1e6)} }}"
-    write_add_repository(root, "held", config=add_model_config("held", max_batch_size=64, batching=held))
+    strict = 'parameters { key: "batching.strict_delay" value: { string_value: "true" } }'  # calls sit queued
+    held_config = add_model_config("held", max_batch_size=64, batching=held, extra=strict)
+    write_add_repository(root, "held", config=held_config)
     write_string_identity_model(root / "strings" / "1" / "model.onnx")
     (root / "strings" / "config.pbtxt").write_text(STRING_IDENTITY_CONFIG)
     return root
