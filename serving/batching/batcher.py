@@ -41,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from serving.backends.base import Backend, ComputeTimings
 from serving.batching.policy import BatchingPolicy, choose_batch, preferred_within_reach
 from serving.batching.queue import BatchObserver, NullObserver, QueuedRequest, RequestQueue, RequestResult
+from serving.batching.retry import FailureStreak, Parts, is_out_of_memory, run_as_halves
 from serving.batching.tensors import merge_inputs, split_outputs
 from serving.errors import ModelExecutionError, Unavailable
 from serving.types import Array, TensorMap
@@ -88,6 +89,11 @@ class DynamicBatcher:
         self._failure: BaseException | None = None
         self._draining = False
         self._closed = False
+        self.failures = FailureStreak(name)  # consecutive failed batches: unhealthy from UNHEALTHY_AFTER
+
+    @property
+    def healthy(self) -> bool:
+        return self.failures.healthy
 
     @property
     def queue_depth(self) -> int:
@@ -290,14 +296,22 @@ class DynamicBatcher:
                     if not pending.future.done():
                         pending.future.set_exception(_execution_error(error or RuntimeError("no result")))
                 self._observer.on_batch(rows, len(batch), None, error)
+                self.failures.record(failed=True)
                 return
             parts, timings, took = outcome
             self._measured(took)
+            answered = False
             for pending, outputs in zip(batch, parts, strict=True):
+                if isinstance(outputs, Exception):  # its half of an out-of-memory batch failed again
+                    if not pending.future.done():
+                        pending.future.set_exception(_execution_error(outputs))
+                    continue
+                answered = True
                 if not pending.future.done():
                     queue_ns = int((started_at - pending.enqueued_at) * 1e9)
                     pending.future.set_result(RequestResult(outputs, queue_ns, timings, rows))
             self._observer.on_batch(rows, len(batch), timings, None)
+            self.failures.record(failed=not answered)
         finally:
             self._in_flight -= len(batch)
             self._free.append(instance)
@@ -311,17 +325,37 @@ class DynamicBatcher:
         self._inline = self._batch_s < self._inline_below_s * (2.0 if self._inline else 1.0)
 
     def _execute(self, instance: Backend, requests: list[TensorMap], row_counts: list[int]) -> _Outcome:
-        """Merge, run the model, split (in a worker thread, or inline); also the wall time it took."""
+        """Merge, run the model, split (in a worker thread, or inline); also the wall time it took. A batch
+        of several requests that runs out of memory is retried as two halves (serving/batching/retry.py)."""
         begun = self._clock()
         if not self._policy.batching:
             result = instance.infer(requests[0])
             return [dict(result.outputs)], result.timings, self._clock() - begun
-        result = instance.infer(merge_inputs(requests))
-        parts = split_outputs(result.outputs, row_counts)
-        return parts, result.timings, self._clock() - begun
+        run = functools.partial(_run_merged, instance)
+        try:
+            merged, timings = run(requests, row_counts)
+        except Exception as exc:
+            if len(requests) < 2 or not is_out_of_memory(exc):
+                raise
+            log.warning(
+                "%s: a batch of %d requests ran out of memory (%s): two halves",
+                self._name,
+                len(requests),
+                exc,
+            )
+            parts, timings = run_as_halves(run, requests, row_counts, self._name)
+            return parts, timings, self._clock() - begun
+        return list(merged), timings, self._clock() - begun
 
 
-_Outcome = tuple[list[dict[str, Array]], ComputeTimings, float]
+def _run_merged(
+    instance: Backend, requests: list[TensorMap], row_counts: list[int]
+) -> tuple[list[dict[str, Array]], ComputeTimings]:
+    result = instance.infer(merge_inputs(requests))
+    return split_outputs(result.outputs, row_counts), result.timings
+
+
+_Outcome = tuple[Parts, ComputeTimings, float]
 
 
 def _execution_error(exc: Exception) -> ModelExecutionError:

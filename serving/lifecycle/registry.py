@@ -149,11 +149,12 @@ class ModelRegistry:
         )
 
     def is_ready(self, name: str, version: str = "") -> bool:
+        """ModelReady: the version resolves, is READY and its batches are not failing one after another."""
         try:
-            self.resolve(name, version)
+            resolved = self.resolve(name, version)
         except (NotFound, Unavailable):
             return False
-        return True
+        return resolved.healthy
 
     def index(self) -> list[IndexEntry]:
         """Every model of the repository and every version the registry knows, with its state."""

@@ -117,6 +117,11 @@ class ModelVersion:
         return self.state is VersionState.READY
 
     @property
+    def healthy(self) -> bool:
+        """False while its batches keep failing (serving/batching/retry.py); ModelReady reports it."""
+        return self._batcher.healthy if self._batcher else True
+
+    @property
     def queue_depth(self) -> int:
         return self._batcher.queue_depth if self._batcher else 0
 

@@ -183,6 +183,12 @@ class ServingMetrics:
             [*_MV, "state"],
             registry=r,
         )
+        self._healthy = Gauge(
+            "serving_model_version_healthy",
+            "0 while the version's batches keep failing one after another (ModelReady false), else 1.",
+            _MV,
+            registry=r,
+        )
 
     def _init_drift(self, r: CollectorRegistry) -> None:
         self._drift_score = Gauge(
@@ -269,6 +275,7 @@ class ServingMetrics:
         in_flight: Callable[[], int],
         queue_capacity: int,
         traffic_weight: Callable[[], float] | None = None,
+        healthy: Callable[[], bool] | None = None,
     ) -> None:
         """Read the version's state, queue depth, in-flight count (and traffic share) at scrape time, so
         nothing is counted per request; a later call for the same labels replaces the functions.
@@ -281,6 +288,8 @@ class ServingMetrics:
             self._queue_capacity.labels(model, version).set(queue_capacity)
         if traffic_weight is not None:
             self._weight.labels(model, version).set_function(traffic_weight)
+        if healthy is not None:
+            self._healthy.labels(model, version).set_function(lambda: float(healthy()))
 
     def forget_version(self, model: str, version: str) -> None:
         """Remove every series of an unloaded version (its state too: call this after UNLOADED is scraped,
@@ -294,6 +303,7 @@ class ServingMetrics:
             self._in_flight,
             self._routed,
             self._weight,
+            self._healthy,
             self._shadow_agreement,
             self._shadow_seconds,
             self._stage_seconds,

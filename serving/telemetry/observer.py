@@ -65,6 +65,8 @@ class ObservedVersion(Protocol):
     @property
     def in_flight(self) -> int: ...
     @property
+    def healthy(self) -> bool: ...
+    @property
     def queue_capacity(self) -> int:
         """The batcher's max queue size; 0 = unbounded."""
         ...
@@ -211,4 +213,5 @@ class VersionObserver:
             in_flight=lambda: version.queue_depth + version.in_flight,
             queue_capacity=version.queue_capacity,
             traffic_weight=(lambda: share(version.name, version.version)) if share is not None else None,
+            healthy=lambda: version.healthy,
         )
