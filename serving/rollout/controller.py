@@ -93,19 +93,19 @@ class RolloutController:
                 f"version {plan.candidate} of '{model}' is not READY; load it before rolling out to it"
             )
         move = transitions.start(plan, baseline, source)
-        await self._apply(model, move, None)
+        await self._apply(model, move, None, source=source)
         return self.status(model)
 
     async def pause(self, model: str, source: str) -> RolloutView:
         running = self._active(model)
         async with running.lock:
-            await self._apply(model, transitions.pause(running.state, source), running)
+            await self._apply(model, transitions.pause(running.state, source), running, source=source)
         return self.status(model)
 
     async def resume(self, model: str, source: str) -> RolloutView:
         running = self._active(model)
         async with running.lock:
-            await self._apply(model, transitions.resume(running.state, source), running)
+            await self._apply(model, transitions.resume(running.state, source), running, source=source)
         return self.status(model)
 
     async def abort(self, model: str, source: str) -> RolloutView:
@@ -121,7 +121,8 @@ class RolloutController:
             reason = f"aborted by {source}" + (
                 " within the rollback window" if state.phase == PROMOTED else ""
             )
-            await self._apply(model, transitions.rollback(running.state, reason, "", abort=True), running)
+            move = transitions.rollback(running.state, reason, "", abort=True)
+            await self._apply(model, move, running, source=source)
         return self.status(model)
 
     def status(self, model: str) -> RolloutView:
