@@ -7,8 +7,9 @@ Each run drives the controller's state machine (serving/rollout/transitions.py) 
 traffic as the controller does (a settling time, then one latency block per tick, a verdict after each
 step time, a held step judged again one step time later): `rate` requests/s split by the step's share,
 each request failing with `error_rate`, its latency lognormal (median 4 ms, σ 0.35) counted in the
-server's latency buckets, its top-1 class drawn from a skewed 10-class distribution. A healthy candidate draws from the
-baseline's distributions; a bad one has +2pp errors, 1.6× latency, or its classes permuted.
+server's latency buckets, its top-1 class drawn from a skewed 10-class distribution. A healthy
+candidate draws from the baseline's distributions; a bad one has +2pp errors, 1.6× latency, or its
+classes permuted.
 """
 
 from __future__ import annotations
