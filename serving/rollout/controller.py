@@ -109,12 +109,14 @@ class RolloutController:
     async def pause(self, model: str, source: str) -> RolloutView:
         running = self._active(model)
         async with running.lock:
+            running = self._running.get(model, running)  # a tick may have moved it while we waited
             await self._apply(model, transitions.pause(running.state, source), running, source=source)
         return self.status(model)
 
     async def resume(self, model: str, source: str) -> RolloutView:
         running = self._active(model)
         async with running.lock:
+            running = self._running.get(model, running)  # a tick may have moved it while we waited
             await self._apply(model, transitions.resume(running.state, source), running, source=source)
         return self.status(model)
 
@@ -128,6 +130,7 @@ class RolloutController:
             )
         running = self._running.get(model) or _Running(state, self._clock())
         async with running.lock:
+            running = self._running.get(model, running)  # a tick may have moved it while we waited
             reason = f"aborted by {source}" + (
                 " within the rollback window" if state.phase == PROMOTED else ""
             )
@@ -197,6 +200,8 @@ class RolloutController:
         if running is None:
             return
         async with running.lock:
+            if self._running.get(model) is not running:
+                return  # an operator's change replaced it while this tick waited; the next tick follows
             state = running.state
             if state.phase == PAUSED:
                 return
