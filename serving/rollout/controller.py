@@ -1,10 +1,11 @@
 """The rollout controller: runs every model's rollout inside the server, one tick at a time.
 
 Each tick (`tick_s`, at most a second) and for each model with an active rollout it measures the interval
-since the current step began (serving/rollout/evidence.py), judges it (serving/rollout/judge.py) and
-publishes the gates (metrics, `status`). Once the step has lasted `step_time` (the shadow phase: `--shadow`)
-the judge's decision applies: advance (or promote), roll back, or hold; a held step is judged again every
-tick over its growing interval until it is decided.
+since the current step began (serving/rollout/evidence.py; each tick's latency is one block of the
+paired block bootstrap), judges it (serving/rollout/judge.py) and publishes the gates (metrics, `status`).
+A step first settles (`settle_s`, unmeasured); once it has been measured for `step_time` (the shadow
+phase: `--shadow`) the judge's decision applies: advance (or promote), roll back, or hold; a held step is
+judged again one `step_time` later over its grown interval, until it is decided.
 
 Every transition is one atomic write of the traffic policy with the rollout's state inside it and a
 history entry with its reason and evidence (PolicyStore.save), then put in force (TrafficControl.refresh):
