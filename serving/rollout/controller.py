@@ -256,6 +256,8 @@ class RolloutController:
             **verdict.evidence(),
             "interval_s": round(seconds, 3),
             "percent": state.candidate_percent(),
+            "candidate": {"version": state.candidate, "state": self._state_of(model, state.candidate)},
+            "baseline": {"version": state.baseline, "state": self._state_of(model, state.baseline)},
         }
         if verdict.decision == ROLLBACK:
             move = transitions.rollback(state, verdict.reason, verdict.failed_gate)
