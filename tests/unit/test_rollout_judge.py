@@ -51,7 +51,9 @@ def evidence(
 
 def test_agresti_caffo_interval_covers_the_difference_and_handles_zero_errors() -> None:
     interval = stats.difference_of_proportions(0, 500, 0, 5000)
-    assert interval.estimate == 0.0 and interval.lower < 0.0 < interval.upper < 0.0052  # 520 candidate requests pass +0.5pp
+    assert (
+        interval.estimate == 0.0 and interval.lower < 0.0 < interval.upper < 0.0052
+    )  # 520 candidate requests pass +0.5pp
     rng = np.random.default_rng(1)
     covered = 0
     for _ in range(400):
@@ -133,3 +135,31 @@ def test_a_gate_close_to_its_threshold_holds_instead_of_deciding() -> None:
     result = judge(parse_gates("errors<=+0.5pp"), evidence(cand, base), 500, rng)
     assert result.decision == HOLD and result.results[0].verdict == UNDECIDED
     assert result.results[0].verdict != FAIL
+
+
+def _bursty_blocks(rng: np.random.Generator, blocks: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Identical versions (20 % / 80 % of ~100 requests per tick); in 2 ticks a stall makes 30 % of the
+    requests of both versions slow (those in flight), which puts about 1 % of all requests in the tail."""
+    bins = len(LATENCY_BUCKETS) + 1
+    cand, base = np.zeros((blocks, bins)), np.zeros((blocks, bins))
+    stalled = set(rng.choice(blocks, size=2, replace=False).tolist())
+    for k in range(blocks):
+        for side, n in ((cand, rng.poisson(20)), (base, rng.poisson(80))):
+            latencies = rng.lognormal(math.log(0.004), 0.35, size=n)
+            if k in stalled:
+                hit = rng.random(n) < 0.3
+                latencies[hit] = rng.lognormal(math.log(0.3), 0.35, size=int(hit.sum()))
+            side[k] = np.bincount(np.searchsorted(LATENCY_BUCKETS, latencies), minlength=bins)
+    return cand, base
+
+
+def test_the_paired_block_bootstrap_keeps_shared_stalls_from_failing_identical_versions() -> None:
+    rng = np.random.default_rng(8)
+    iid_failures = block_failures = 0
+    for _ in range(60):
+        cand, base = _bursty_blocks(rng)
+        iid = stats.quantile_ratio(LATENCY_BUCKETS, cand.sum(axis=0), base.sum(axis=0), 0.99, rng)
+        block = stats.quantile_ratio_blocks(LATENCY_BUCKETS, cand, base, 0.99, rng)
+        iid_failures += iid.lower > 1.25
+        block_failures += block.lower > 1.25
+    assert block_failures <= 1, (block_failures, iid_failures)
