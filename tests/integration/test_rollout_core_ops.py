@@ -44,10 +44,12 @@ def test_a_restart_resumes_at_the_same_step_and_never_further(tmp_path: Path) ->
         assert server.stop() == 0, server.log()[-3000:]
     server = start_server(repo, tmp_path / "b.log")
     try:
-        time.sleep(6)  # longer than a step (2 s settling + 3 s): a restart must not count the time before it
-        resumed = status(server)
+        deadline = time.monotonic() + 30  # past several step times: a held step, never a further one
+        while "waiting for 30 requests per side" not in str((resumed := status(server))["reason"]):
+            assert (resumed["phase"], resumed["step"]) == ("canary", 1), resumed
+            assert time.monotonic() < deadline, resumed
+            time.sleep(0.5)
         assert (resumed["phase"], resumed["step"], resumed["candidate_percent"]) == ("canary", 1, 50.0)
-        assert "waiting for 30 requests per side" in str(resumed["reason"])
         assert ctl(server, "policy", "m").stdout.startswith("m: 1=50 2=50 rollout=canary")
         paused = json.loads(ctl(server, "rollout", "m", "--pause", "--json").stdout)
         assert (paused["phase"], paused["paused_phase"]) == ("paused", "canary")
