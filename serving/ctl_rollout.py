@@ -98,7 +98,7 @@ def start_request(args: argparse.Namespace) -> apb.StartRolloutRequest:
     return apb.StartRolloutRequest(
         model=args.model,
         candidate=args.to,
-        steps=list(steps),
+        steps=",".join(f"{s:g}" for s in steps),
         step_time_seconds=step_time,
         gates=args.gate,
         min_requests=args.min_requests,

@@ -17,6 +17,7 @@ from serving.rollout.plan import (
     DEFAULT_STEPS,
     RolloutPlan,
     parse_gates,
+    parse_steps,
 )
 from serving.rollout.status import RolloutView
 from serving.traffic.policy import PolicyError, TrafficPolicy
@@ -119,7 +120,7 @@ def decode_rollout(request: pb.StartRolloutRequest) -> RolloutPlan:
     """The plan of a StartRollout; zero / empty fields take the defaults (docs/rollout.md)."""
     return RolloutPlan(
         candidate=request.candidate,
-        steps=tuple(request.steps) or DEFAULT_STEPS,
+        steps=parse_steps(request.steps) if request.steps.strip() else DEFAULT_STEPS,
         step_time_s=request.step_time_seconds or DEFAULT_STEP_TIME_S,
         gates=parse_gates(request.gates or DEFAULT_GATES),
         min_requests=request.min_requests or DEFAULT_MIN_REQUESTS,

@@ -212,7 +212,7 @@ class StartRolloutRequest(_message.Message):
     ROLLBACK_WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
     model: str
     candidate: int
-    steps: _containers.RepeatedScalarFieldContainer[float]
+    steps: str
     step_time_seconds: float
     gates: str
     min_requests: int
@@ -220,7 +220,7 @@ class StartRolloutRequest(_message.Message):
     shadow_fraction: float
     sticky: bool
     rollback_window_seconds: float
-    def __init__(self, model: _Optional[str] = ..., candidate: _Optional[int] = ..., steps: _Optional[_Iterable[float]] = ..., step_time_seconds: _Optional[float] = ..., gates: _Optional[str] = ..., min_requests: _Optional[int] = ..., shadow_seconds: _Optional[float] = ..., shadow_fraction: _Optional[float] = ..., sticky: _Optional[bool] = ..., rollback_window_seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., candidate: _Optional[int] = ..., steps: _Optional[str] = ..., step_time_seconds: _Optional[float] = ..., gates: _Optional[str] = ..., min_requests: _Optional[int] = ..., shadow_seconds: _Optional[float] = ..., shadow_fraction: _Optional[float] = ..., sticky: _Optional[bool] = ..., rollback_window_seconds: _Optional[float] = ...) -> None: ...
 
 class ControlRolloutRequest(_message.Message):
     __slots__ = ("model", "action")
