@@ -161,3 +161,26 @@ def _scrape(server: ServerProcess) -> str:
     with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
         text: str = response.read().decode()
     return text
+
+
+def test_a_shadow_phase_judges_agreement_before_clients_see_the_candidate(
+    two_healthy_one_wrong: ServerProcess,
+) -> None:
+    server = two_healthy_one_wrong
+    gates = "errors<=+0.5pp,p90<=1.5x,agreement>=0.95,drift<=0.2"
+    with load(server) as failures:
+        started = json.loads(
+            ctl(
+                server, "rollout", "m", "--to", "2", "--shadow", "1s", *FAST[:-2], "--gate", gates, "--json"
+            ).stdout
+        )
+        assert (started["phase"], started["step"], started["candidate_percent"]) == ("shadow", -1, 0)
+        assert "shadow=2@0.5" in ctl(server, "policy", "m").stdout
+        final = wait_for_phase(server, {"promoted", "rolled_back"})
+        assert failures() == []
+    assert final["phase"] == "promoted", (final["reason"], final["gates"])
+    entries = history(server)
+    shadow_end = next(e for e in entries if e["action"] == "rollout-advance")
+    assert shadow_end["previous"] == "1=100 shadow=2@0.5 rollout=shadow"
+    agreement = next(g for g in shadow_end["evidence"]["gates"] if g["gate"] == "agreement")  # type: ignore[index]
+    assert agreement["verdict"] == "pass" and agreement["statistic"] == 1.0
