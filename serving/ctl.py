@@ -9,8 +9,10 @@
       promote MODEL VERSION               all traffic to VERSION
       rollback MODEL                      back to the policy before the latest change
       clear MODEL                         remove the policy (the highest READY version serves)
-      history MODEL [--limit N]
+      history MODEL [--limit N] [--json]
       shadow-stats MODEL                  agreement and latency per (primary, shadow) pair
+      rollout MODEL --to V [...] | --status [--json] | --pause | --resume | --abort
+                                          progressive rollout in the server (serving/ctl_rollout.py)
       load MODEL | unload MODEL
 
 Exit status: 0 on success, 1 when the server refuses or fails (its message is printed), 2 on a usage
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import math
 import os
 import socket
@@ -32,6 +35,7 @@ from typing import Any
 
 import grpc
 
+from serving import ctl_rollout
 from serving.api.auth import read_token
 from serving.api.tls import client_tls
 from serving.proto import admin_pb2 as apb
@@ -191,8 +195,33 @@ def cmd_clear(client: Client, args: argparse.Namespace) -> str:
 
 def cmd_history(client: Client, args: argparse.Namespace) -> str:
     reply = client.call(client.admin.History, apb.HistoryRequest(model=args.model, limit=args.limit))
-    rows = [(e.time, e.action, policy_text(e.policy, e.HasField("policy")), e.source) for e in reply.entries]
-    return table(("TIME", "ACTION", "POLICY", "SOURCE"), rows) if rows else f"{args.model}: no changes yet"
+    if args.json:
+        return json.dumps([_entry_json(e) for e in reply.entries], indent=2)
+    rows = [
+        (e.time, e.action, policy_text(e.policy, e.HasField("policy")), e.source, e.reason)
+        for e in reply.entries
+    ]
+    headers = ("TIME", "ACTION", "POLICY", "SOURCE", "REASON")
+    return table(headers, rows) if rows else f"{args.model}: no changes yet"
+
+
+def _entry_json(entry: apb.HistoryEntry) -> dict[str, Any]:
+    return {
+        "time": entry.time,
+        "action": entry.action,
+        "policy": policy_text(entry.policy, entry.HasField("policy")),
+        "previous": policy_text(entry.previous, entry.HasField("previous")),
+        "source": entry.source,
+        "reason": entry.reason,
+        "evidence": json.loads(entry.evidence_json) if entry.evidence_json else None,
+    }
+
+
+def cmd_rollout(client: Client, args: argparse.Namespace) -> str:
+    try:
+        return ctl_rollout.run(client, args)
+    except ctl_rollout.RolloutUsageError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_shadow_stats(client: Client, args: argparse.Namespace) -> str:
@@ -273,7 +302,10 @@ def add_parser(sub: Any) -> None:
     command("clear", cmd_clear, "remove the policy: the highest READY version serves")
     history = command("history", cmd_history, "changes of the policy, oldest first")
     history.add_argument("--limit", type=int, default=0, help="only the latest N (0 = all)")
+    history.add_argument("--json", action="store_true", help="one JSON object per change, with evidence")
     command("shadow-stats", cmd_shadow_stats, "shadow agreement and latency per version pair")
+    rollout = command("rollout", cmd_rollout, "progressive rollout to a candidate, judged by gates")
+    ctl_rollout.add_arguments(rollout)
     command("load", cmd_load, "(re)load MODEL from the repository (hot swap)")
     command("unload", cmd_unload, "drain, then unload MODEL")
 

@@ -42,6 +42,9 @@ from serving.lifecycle.poller import RepositoryPoller, scan_repository
 from serving.lifecycle.registry import ModelRegistry
 from serving.lifecycle.repository import ModelRepository, ModelSpec, VersionSource
 from serving.proto import admin_pb2, inference_pb2
+from serving.rollout.controller import RolloutController
+from serving.rollout.evidence import EvidenceSource
+from serving.rollout.metrics import RolloutMetrics
 from serving.shared_memory.regions import SharedMemoryRegions
 from serving.traffic.router import TrafficControl
 from serving.traffic.shadow import ShadowRunner
@@ -80,6 +83,9 @@ class ServingServer:
         store = PolicyStore(settings.model_repository, history_limit=settings.policy_history_limit)
         self.traffic = TrafficControl(store, observer=metrics)
         self.shadows = ShadowRunner(observer=metrics)
+        evidence = EvidenceSource(self.registry, self.shadows, self.metrics_registry, self.monitoring.drift)
+        rollout_metrics = RolloutMetrics(self.metrics_registry)
+        self.rollouts = RolloutController(self.registry, store, self.traffic, evidence, rollout_metrics)
         self.monitoring.attach(self.registry, self.ready, self.traffic)
         self.control = ModelControl(
             self.registry, self.traffic, self.shadows, mode=settings.model_control_mode
@@ -120,7 +126,7 @@ class ServingServer:
         guard = InferGuard(settings.max_inputs_per_request, self._input_names)
         add_inference_service(servicer, self._grpc, guard)
         self._admin_grpc = self._grpc if settings.admin_port is None else self._grpc_server()
-        admin = ModelAdminServicer(ModelAdmin(self.registry, self.traffic, self.shadows))
+        admin = ModelAdminServicer(ModelAdmin(self.registry, self.traffic, self.shadows), self.rollouts)
         add_service(admin, self._admin_grpc, admin_pb2, "ModelAdmin", guard)
         services = [inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]]
         if self._admin_grpc is self._grpc:
@@ -195,6 +201,7 @@ class ServingServer:
             await self._admin_grpc.start()
         log.info("gRPC listening on %s:%d, devices: %s", self.settings.host, self.ports.grpc, self.inventory)
         await self._initial_load()
+        self.rollouts.start_loop()  # resumes persisted rollouts at their step
         self.ready.set()
         log.info(
             "ready grpc=%s:%d metrics=%s admin=%s http=%s",
@@ -237,6 +244,7 @@ class ServingServer:
         servers = {id(s): s for s in (self._grpc, self._admin_grpc)}.values()
         http = [self._http.stop(left)] if self._http is not None else []
         await asyncio.gather(*(server.stop(left) for server in servers), *http)
+        await self.rollouts.stop()
         await self.shadows.close()
         await self.registry.close()
         self.control.close()  # temporary folders of `file:` overrides

@@ -12,16 +12,20 @@ import grpc
 
 from serving.admin.operations import ModelAdmin
 from serving.api.admin_codec import (
+    decode_rollout,
     decode_weights,
     encode_change,
     encode_history,
+    encode_rollout,
     encode_shadow_stats,
     encode_status,
     encode_versions,
 )
 from serving.api.status import grpc_errors
+from serving.errors import FailedPrecondition, InvalidInput
 from serving.proto import admin_pb2 as pb
 from serving.proto import admin_pb2_grpc
+from serving.rollout.controller import RolloutController
 
 OPERATOR_METADATA = "x-operator"
 MAX_OPERATOR_CHARS = 200
@@ -36,8 +40,9 @@ def source_of(context: grpc.aio.ServicerContext) -> str:
 
 
 class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
-    def __init__(self, admin: ModelAdmin) -> None:
+    def __init__(self, admin: ModelAdmin, rollouts: RolloutController | None = None) -> None:
         self._admin = admin
+        self._rollouts = rollouts  # None: this server runs no rollout controller
 
     @grpc_errors
     async def GetPolicy(self, request: pb.ModelRef, context: grpc.aio.ServicerContext) -> pb.PolicyReply:
@@ -94,3 +99,32 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
         self, request: pb.ModelRef, context: grpc.aio.ServicerContext
     ) -> pb.ShadowStatsReply:
         return encode_shadow_stats(request.model, self._admin.shadow_stats(request.model))
+
+    # ---- progressive rollouts (serving/rollout) ----------------------------------------------------
+
+    def _controller(self) -> RolloutController:
+        if self._rollouts is None:
+            raise FailedPrecondition("this server runs no rollout controller")
+        return self._rollouts
+
+    @grpc_errors
+    async def StartRollout(
+        self, request: pb.StartRolloutRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RolloutStatus:
+        plan = decode_rollout(request)
+        return encode_rollout(await self._controller().start(request.model, plan, source_of(context)))
+
+    @grpc_errors
+    async def GetRollout(self, request: pb.ModelRef, context: grpc.aio.ServicerContext) -> pb.RolloutStatus:
+        return encode_rollout(self._controller().status(request.model))
+
+    @grpc_errors
+    async def ControlRollout(
+        self, request: pb.ControlRolloutRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RolloutStatus:
+        controller, source = self._controller(), source_of(context)
+        actions = {"pause": controller.pause, "resume": controller.resume, "abort": controller.abort}
+        action = actions.get(request.action)
+        if action is None:
+            raise InvalidInput(f"action: {request.action!r} is not one of pause, resume, abort")
+        return encode_rollout(await action(request.model, source))

@@ -85,18 +85,22 @@ class PromoteRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class HistoryEntry(_message.Message):
-    __slots__ = ("time", "action", "policy", "previous", "source")
+    __slots__ = ("time", "action", "policy", "previous", "source", "reason", "evidence_json")
     TIME_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_JSON_FIELD_NUMBER: _ClassVar[int]
     time: str
     action: str
     policy: Policy
     previous: Policy
     source: str
-    def __init__(self, time: _Optional[str] = ..., action: _Optional[str] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., previous: _Optional[_Union[Policy, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...
+    reason: str
+    evidence_json: str
+    def __init__(self, time: _Optional[str] = ..., action: _Optional[str] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., previous: _Optional[_Union[Policy, _Mapping]] = ..., source: _Optional[str] = ..., reason: _Optional[str] = ..., evidence_json: _Optional[str] = ...) -> None: ...
 
 class PolicyChange(_message.Message):
     __slots__ = ("model", "change")
@@ -191,3 +195,97 @@ class ShadowStatsReply(_message.Message):
     model: str
     pairs: _containers.RepeatedCompositeFieldContainer[ShadowPairStats]
     def __init__(self, model: _Optional[str] = ..., pairs: _Optional[_Iterable[_Union[ShadowPairStats, _Mapping]]] = ...) -> None: ...
+
+class StartRolloutRequest(_message.Message):
+    __slots__ = ("model", "candidate", "steps", "step_time_seconds", "gates", "min_requests", "shadow_seconds", "shadow_fraction", "sticky", "rollback_window_seconds")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    STEP_TIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GATES_FIELD_NUMBER: _ClassVar[int]
+    MIN_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    STICKY_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    candidate: int
+    steps: _containers.RepeatedScalarFieldContainer[float]
+    step_time_seconds: float
+    gates: str
+    min_requests: int
+    shadow_seconds: float
+    shadow_fraction: float
+    sticky: bool
+    rollback_window_seconds: float
+    def __init__(self, model: _Optional[str] = ..., candidate: _Optional[int] = ..., steps: _Optional[_Iterable[float]] = ..., step_time_seconds: _Optional[float] = ..., gates: _Optional[str] = ..., min_requests: _Optional[int] = ..., shadow_seconds: _Optional[float] = ..., shadow_fraction: _Optional[float] = ..., sticky: _Optional[bool] = ..., rollback_window_seconds: _Optional[float] = ...) -> None: ...
+
+class ControlRolloutRequest(_message.Message):
+    __slots__ = ("model", "action")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    action: str
+    def __init__(self, model: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+
+class GateStatus(_message.Message):
+    __slots__ = ("gate", "op", "threshold", "statistic", "lower", "upper", "verdict", "candidate_count", "baseline_count", "detail")
+    GATE_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    UPPER_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    gate: str
+    op: str
+    threshold: float
+    statistic: float
+    lower: float
+    upper: float
+    verdict: str
+    candidate_count: int
+    baseline_count: int
+    detail: str
+    def __init__(self, gate: _Optional[str] = ..., op: _Optional[str] = ..., threshold: _Optional[float] = ..., statistic: _Optional[float] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ..., verdict: _Optional[str] = ..., candidate_count: _Optional[int] = ..., baseline_count: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class RolloutStatus(_message.Message):
+    __slots__ = ("model", "phase", "baseline", "candidate", "step", "steps", "candidate_percent", "paused_phase", "reason", "failed_gate", "step_elapsed_seconds", "next_decision_seconds", "gates", "plan_json", "updated", "sticky", "rollback_window_left_seconds")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_PHASE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FAILED_GATE_FIELD_NUMBER: _ClassVar[int]
+    STEP_ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_DECISION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GATES_FIELD_NUMBER: _ClassVar[int]
+    PLAN_JSON_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    STICKY_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_WINDOW_LEFT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    phase: str
+    baseline: int
+    candidate: int
+    step: int
+    steps: _containers.RepeatedScalarFieldContainer[float]
+    candidate_percent: float
+    paused_phase: str
+    reason: str
+    failed_gate: str
+    step_elapsed_seconds: float
+    next_decision_seconds: float
+    gates: _containers.RepeatedCompositeFieldContainer[GateStatus]
+    plan_json: str
+    updated: str
+    sticky: bool
+    rollback_window_left_seconds: float
+    def __init__(self, model: _Optional[str] = ..., phase: _Optional[str] = ..., baseline: _Optional[int] = ..., candidate: _Optional[int] = ..., step: _Optional[int] = ..., steps: _Optional[_Iterable[float]] = ..., candidate_percent: _Optional[float] = ..., paused_phase: _Optional[str] = ..., reason: _Optional[str] = ..., failed_gate: _Optional[str] = ..., step_elapsed_seconds: _Optional[float] = ..., next_decision_seconds: _Optional[float] = ..., gates: _Optional[_Iterable[_Union[GateStatus, _Mapping]]] = ..., plan_json: _Optional[str] = ..., updated: _Optional[str] = ..., sticky: _Optional[bool] = ..., rollback_window_left_seconds: _Optional[float] = ...) -> None: ...

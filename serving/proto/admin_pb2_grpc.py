@@ -84,6 +84,21 @@ class ModelAdminStub:
                 request_serializer=admin__pb2.ModelRef.SerializeToString,
                 response_deserializer=admin__pb2.ShadowStatsReply.FromString,
                 _registered_method=True)
+        self.StartRollout = channel.unary_unary(
+                '/serving.admin.ModelAdmin/StartRollout',
+                request_serializer=admin__pb2.StartRolloutRequest.SerializeToString,
+                response_deserializer=admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.GetRollout = channel.unary_unary(
+                '/serving.admin.ModelAdmin/GetRollout',
+                request_serializer=admin__pb2.ModelRef.SerializeToString,
+                response_deserializer=admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.ControlRollout = channel.unary_unary(
+                '/serving.admin.ModelAdmin/ControlRollout',
+                request_serializer=admin__pb2.ControlRolloutRequest.SerializeToString,
+                response_deserializer=admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
 
 
 class ModelAdminServicer:
@@ -157,6 +172,28 @@ class ModelAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartRollout(self, request, context):
+        """Start a progressive rollout to a candidate version: optional shadow phase, canary steps judged
+        against the baseline by statistical gates, then promote or roll back, in the server (docs/rollout.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRollout(self, request, context):
+        """Where the model's rollout stands: phase, step, per-gate evidence, time to the next decision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ControlRollout(self, request, context):
+        """Pause, resume or abort (back to the baseline) the model's rollout.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -209,6 +246,21 @@ def add_ModelAdminServicer_to_server(servicer, server):
                     servicer.ShadowStats,
                     request_deserializer=admin__pb2.ModelRef.FromString,
                     response_serializer=admin__pb2.ShadowStatsReply.SerializeToString,
+            ),
+            'StartRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartRollout,
+                    request_deserializer=admin__pb2.StartRolloutRequest.FromString,
+                    response_serializer=admin__pb2.RolloutStatus.SerializeToString,
+            ),
+            'GetRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRollout,
+                    request_deserializer=admin__pb2.ModelRef.FromString,
+                    response_serializer=admin__pb2.RolloutStatus.SerializeToString,
+            ),
+            'ControlRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.ControlRollout,
+                    request_deserializer=admin__pb2.ControlRolloutRequest.FromString,
+                    response_serializer=admin__pb2.RolloutStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -481,6 +533,87 @@ class ModelAdmin:
             '/serving.admin.ModelAdmin/ShadowStats',
             admin__pb2.ModelRef.SerializeToString,
             admin__pb2.ShadowStatsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/serving.admin.ModelAdmin/StartRollout',
+            admin__pb2.StartRolloutRequest.SerializeToString,
+            admin__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/serving.admin.ModelAdmin/GetRollout',
+            admin__pb2.ModelRef.SerializeToString,
+            admin__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ControlRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/serving.admin.ModelAdmin/ControlRollout',
+            admin__pb2.ControlRolloutRequest.SerializeToString,
+            admin__pb2.RolloutStatus.FromString,
             options,
             channel_credentials,
             insecure,

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,15 +40,22 @@ class HistoryEntry:
     policy: TrafficPolicy | None  # the policy after the change (None = no policy: default routing)
     previous: TrafficPolicy | None  # the policy before it
     source: str  # who made it, free text: "admin@10.0.0.7:5555", "file"
+    reason: str = ""  # why (a rollout's decision says which gate and what it measured)
+    evidence: Mapping[str, Any] | None = None  # JSON-ready facts behind the decision (per-gate statistics)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "time": self.time.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "action": self.action,
             "policy": None if self.policy is None else self.policy.to_dict(),
             "previous": None if self.previous is None else self.previous.to_dict(),
             "source": self.source,
         }
+        if self.reason:
+            data["reason"] = self.reason
+        if self.evidence is not None:
+            data["evidence"] = dict(self.evidence)
+        return data
 
     @classmethod
     def from_dict(cls, data: object) -> HistoryEntry:
@@ -59,12 +67,15 @@ class HistoryEntry:
             when = datetime.fromisoformat(str(data["time"]))
         except ValueError:
             raise PolicyError(f"time: not an ISO-8601 time: {data['time']!r}") from None
+        evidence = data.get("evidence")
         return cls(
             time=when if when.tzinfo is not None else when.replace(tzinfo=UTC),
             action=data["action"],
             policy=_optional_policy("policy", data["policy"]),
             previous=_optional_policy("previous", data["previous"]),
             source=data["source"],
+            reason=str(data.get("reason", "")),
+            evidence=evidence if isinstance(evidence, dict) else None,
         )
 
 

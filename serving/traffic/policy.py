@@ -44,11 +44,12 @@ from typing import Any
 import numpy as np
 
 from serving.errors import InvalidInput, Unavailable
+from serving.rollout.plan import RolloutError, RolloutState
 from serving.types import Array, TensorMap
 
 FORMAT = 1  # the "format" field of a policy dict / traffic.json
 PROMOTED_WEIGHT = 100.0
-_POLICY_KEYS = frozenset({"format", "weights", "sticky", "shadow"})
+_POLICY_KEYS = frozenset({"format", "weights", "sticky", "shadow", "rollout"})
 _SHADOW_KEYS = frozenset({"version", "fraction"})
 
 
@@ -87,11 +88,13 @@ class ShadowPolicy:
 
 @dataclass(frozen=True)
 class TrafficPolicy:
-    """A model's traffic: relative weights per version (need not sum to 100), stickiness, shadow."""
+    """A model's traffic: relative weights per version (need not sum to 100), stickiness, shadow, and the
+    progressive rollout that set them (serving/rollout), persisted with them in one atomic write."""
 
     weights: Mapping[int, float]
     sticky: bool = False
     shadow: ShadowPolicy | None = None
+    rollout: RolloutState | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.weights, Mapping):
@@ -117,10 +120,12 @@ class TrafficPolicy:
                 f"shadow.version: version {self.shadow.version} already takes all the traffic; "
                 "a shadow copy would never be sent"
             )
+        if self.rollout is not None and not isinstance(self.rollout, RolloutState):
+            raise PolicyError(f"rollout: must be a RolloutState or None, got {type(self.rollout).__name__}")
         object.__setattr__(self, "weights", MappingProxyType(dict(sorted(checked.items()))))
 
     def __hash__(self) -> int:
-        return hash((tuple(self.weights.items()), self.sticky, self.shadow))
+        return hash((tuple(self.weights.items()), self.sticky, self.shadow, self.rollout))
 
     def describe(self) -> str:
         """Short human form, e.g. `1=90 2=10 sticky shadow=3@5%`."""
@@ -129,16 +134,22 @@ class TrafficPolicy:
             parts.append("sticky")
         if self.shadow is not None:
             parts.append(f"shadow={self.shadow.version}@{self.shadow.fraction:.4g}")
+        if self.rollout is not None:
+            parts.append(f"rollout={self.rollout.phase}")
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        """The plain, JSON-ready form (the traffic.json format); weights keyed by version strings."""
-        return {
+        """The plain, JSON-ready form (the traffic.json format); weights keyed by version strings.
+        `rollout` appears only while a rollout set the policy."""
+        data: dict[str, Any] = {
             "format": FORMAT,
             "weights": {str(v): _plain(w) for v, w in self.weights.items()},
             "sticky": self.sticky,
             "shadow": None if self.shadow is None else self.shadow.to_dict(),
         }
+        if self.rollout is not None:
+            data["rollout"] = self.rollout.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: object) -> TrafficPolicy:
@@ -151,11 +162,16 @@ class TrafficPolicy:
         raw = fields["weights"]
         if not isinstance(raw, Mapping):
             raise PolicyError(f"weights: must be an object of version → weight, got {type(raw).__name__}")
-        shadow = fields.get("shadow")
+        shadow, rollout = fields.get("shadow"), fields.get("rollout")
+        try:
+            state = None if rollout is None else RolloutState.from_dict(rollout)
+        except RolloutError as exc:
+            raise PolicyError(str(exc)) from None
         return cls(
             weights=_parse_weights(raw),
             sticky=fields.get("sticky", False),
             shadow=None if shadow is None else ShadowPolicy.from_dict(shadow),
+            rollout=state,
         )
 
 

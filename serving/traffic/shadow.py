@@ -17,6 +17,7 @@ float outputs are summarised by their mean absolute difference instead.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import math
 import time
@@ -28,6 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from serving.core.request import InferenceRequest
+from serving.telemetry.metrics import LATENCY_BUCKETS
 from serving.traffic.policy import ShadowComparison
 from serving.types import Array
 
@@ -70,6 +72,9 @@ class ShadowPairSnapshot:
     latency_p50_s: float
     latency_p99_s: float
     latency_max_s: float
+    agreement_sum: float = 0.0  # over `agreement_count` comparisons (the rollout judge's interval)
+    agreement_count: int = 0
+    latency_buckets: tuple[int, ...] = ()  # per-bucket counts over LATENCY_BUCKETS, then the overflow
 
 
 @dataclass
@@ -85,9 +90,11 @@ class _PairStats:
     latency_sum: float = 0.0
     latency_max: float = 0.0
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
 
     def record(self, comparison: ShadowComparison, seconds: float) -> float | None:
         self.compared += 1
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum += seconds
         self.latency_max = max(self.latency_max, seconds)
         self.recent.append(seconds)
@@ -119,6 +126,9 @@ class _PairStats:
             latency_p50_s=p50,
             latency_p99_s=p99,
             latency_max_s=self.latency_max,
+            agreement_sum=self.agreement_sum,
+            agreement_count=self.agreement_count,
+            latency_buckets=tuple(self.buckets),
         )
 
 

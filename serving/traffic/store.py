@@ -41,7 +41,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -159,11 +159,21 @@ class PolicyStore:
 
     # ---- changes -------------------------------------------------------------------------------
 
-    def save(self, model: str, policy: TrafficPolicy, action: str, source: str) -> HistoryEntry:
-        """Make `policy` the model's policy and record `action` (split, promote, shadow, …) by `source`."""
+    def save(
+        self,
+        model: str,
+        policy: TrafficPolicy,
+        action: str,
+        source: str,
+        *,
+        reason: str = "",
+        evidence: Mapping[str, Any] | None = None,
+    ) -> HistoryEntry:
+        """Make `policy` the model's policy and record `action` (split, promote, shadow, …) by `source`,
+        with the `reason` and `evidence` of a decision (a rollout's) in the history entry."""
         if not action or action == ROLLBACK:
             raise PolicyError(f"action: {action!r} cannot be saved; use rollback() to roll back")
-        return self._change(model, action, source, lambda stack, current: policy)
+        return self._change(model, action, source, lambda stack, current: policy, reason, evidence)
 
     def clear(self, model: str, source: str) -> HistoryEntry:
         """Remove the policy (default routing: the highest ready version); a rollback restores it."""
@@ -194,6 +204,8 @@ class PolicyStore:
         action: str,
         source: str,
         decide: Callable[[list[HistoryEntry], TrafficPolicy | None], TrafficPolicy | None],
+        reason: str = "",
+        evidence: Mapping[str, Any] | None = None,
     ) -> HistoryEntry:
         folder = self._existing_folder(model)
         with self._locked(folder) as dir_fd:
@@ -201,7 +213,7 @@ class PolicyStore:
             new = decide(self._history.stack(folder), current)
             _remove_stale_temps(folder)
             _write_policy(folder / POLICY_FILE, new, dir_fd)
-            entry = HistoryEntry(self._now(), action, new, current, source)
+            entry = HistoryEntry(self._now(), action, new, current, source, reason, evidence)
             self._history.append(folder, entry, dir_fd)
         log.info("traffic policy of '%s': %s by %s", model, action, source)
         return entry

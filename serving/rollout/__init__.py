@@ -1,0 +1,1 @@
+"""Progressive rollouts: the plan and its gates, the statistical judge, the controller, its metrics."""
