@@ -132,15 +132,22 @@ def build_digits_candidates(folder: Path) -> str:
         folder / "slow",
         SlowDigits(baseline),
         split,
-        {"candidate": "slow", "expect": "rolled back on latency", "change": "burns CPU per batch",
-         "burn": f"{BURN_ROUNDS} products of {BURN_WIDTH}x{BURN_WIDTH} matrices"},  # fmt: skip
+        {
+            "candidate": "slow",
+            "expect": "rolled back on latency",
+            "change": "burns CPU per batch",
+            "burn": f"{BURN_ROUNDS} products of {BURN_WIDTH}x{BURN_WIDTH} matrices",
+        },  # fmt: skip
     )
     wrong = save_candidate(
         folder / "wrong",
         PermutedDigits(baseline),
         split,
-        {"candidate": "wrong", "expect": "rolled back on drift/agreement",
-         "change": f"class c reported as (c + {SHIFT}) mod {N_CLASSES}"},  # fmt: skip
+        {
+            "candidate": "wrong",
+            "expect": "rolled back on drift/agreement",
+            "change": f"class c reported as (c + {SHIFT}) mod {N_CLASSES}",
+        },  # fmt: skip
     )
     checks = {"good": agreement(good, version2), "slow": agreement(slow, version2)}
     low = {name: value for name, value in checks.items() if value < MIN_ACCURACY}

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from serving.rollout.metrics import RolloutMetrics
 from serving.telemetry.gpu import GpuReading
 from serving.telemetry.metrics import ServingMetrics
 
@@ -35,6 +36,7 @@ ALERTS = {
     "ServingErrorRatioHigh",
     "ServingQueueSaturated",
     "ServingModelVersionFailed",
+    "ServingRolloutRolledBack",
 }
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
 
@@ -45,9 +47,11 @@ class FakeGpu:
 
 
 def exported_names() -> set[str]:
-    """Every sample name a scrape can show: the registry ServingMetrics builds (GPU collector included)."""
+    """Every sample name a scrape can show: the registry ServingMetrics builds (GPU collector included)
+    and the rollout's series."""
     registry = CollectorRegistry()
     ServingMetrics(registry, gpu_probe=FakeGpu(), process_metrics=False)
+    RolloutMetrics(registry)
     return {family.name + suffix for family in registry.collect() for suffix in SUFFIXES[family.type]}
 
 

@@ -32,7 +32,10 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "digits").mkdir()
     shutil.copy(MODELS_DIR / "digits" / "config.pbtxt", root / "digits" / "config.pbtxt")
     reports = list(models_build.build_models(root, only=("digits", "digits-candidates")))
-    assert [(report.name, report.built) for report in reports] == [("digits", True), ("digits-candidates", True)]
+    assert [(report.name, report.built) for report in reports] == [
+        ("digits", True),
+        ("digits-candidates", True),
+    ]
     return root
 
 
@@ -46,7 +49,9 @@ def outputs(repository: Path) -> dict[str, np.ndarray]:
     with np.load(repository / "digits" / "test_set.npz") as data:
         x = torch.from_numpy(data["X_test"])
     paths = {"v2": repository / "digits" / "2" / "model.pt"}
-    paths |= {name: repository / "candidates" / "digits" / name / "model.pt" for name in ("good", "slow", "wrong")}
+    paths |= {
+        name: repository / "candidates" / "digits" / name / "model.pt" for name in ("good", "slow", "wrong")
+    }
     with torch.inference_mode():
         return {name: load(path)(x).numpy() for name, path in paths.items()}
 
