@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.servers import ROOT
-from tests.unit.test_deploy_monitoring import exported_names, names_in, promtool, run
+from tests.unit.test_deploy_monitoring import dashboard, exported_names, names_in, promtool, run
 
 ARGO = ROOT / "deploy" / "argo" / "analysistemplate.yaml"
 FLAGGER_TEMPLATES = ROOT / "deploy" / "flagger" / "metrictemplates.yaml"
@@ -204,3 +204,20 @@ def test_flagger_queries_compare_canary_with_primary(tmp_path: Path) -> None:
         tmp_path, {k: v for k, v in flagger_queries("100000").items() if "-rat" in k}, FLAGGER_PRIMARY
     )
     assert starved == {"serving-error-rate-increase": [], "serving-p99-latency-ratio": []}
+
+
+# ---------------------------------------------------------------- the dashboard's rollout row
+
+
+def test_dashboard_has_a_rollout_row_over_every_rollout_series() -> None:
+    """The row follows the others; test_deploy_monitoring checks its queries (PromQL, exported names)."""
+    board = dashboard()
+    titles = [panel["title"] for panel in board["panels"]]
+    row = titles.index("Progressive rollout")
+    assert board["panels"][row]["type"] == "row"
+    inside = board["panels"][row + 1 :]
+    assert all(panel["type"] != "row" for panel in inside), "the rollout row is the last one"
+    used = names_in(target["expr"] for panel in inside for target in panel["targets"])
+    series = {name for name in exported_names() if name.startswith("serving_rollout_")}
+    assert used == series, series ^ used
+    assert {"Rollout phase", "Rollout gate verdicts", "Rollout decisions"} <= {p["title"] for p in inside}
