@@ -87,6 +87,8 @@ def policy_text(policy: apb.Policy, present: bool = True) -> str:
         parts.append("sticky")
     if policy.HasField("shadow"):
         parts.append(f"shadow={policy.shadow.version}@{policy.shadow.fraction:.4g}")
+    if policy.rollout_phase:
+        parts.append(f"rollout={policy.rollout_phase}")
     return " ".join(parts)
 
 

@@ -32,6 +32,8 @@ def encode_policy(policy: TrafficPolicy, into: pb.Policy) -> None:
     if policy.shadow is not None:
         into.shadow.version = policy.shadow.version
         into.shadow.fraction = policy.shadow.fraction
+    if policy.rollout is not None:
+        into.rollout_phase = policy.rollout.phase
 
 
 def decode_weights(weights: Mapping[int, float]) -> dict[int, float]:

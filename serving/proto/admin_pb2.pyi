@@ -21,7 +21,7 @@ class Shadow(_message.Message):
     def __init__(self, version: _Optional[int] = ..., fraction: _Optional[float] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("weights", "sticky", "shadow")
+    __slots__ = ("weights", "sticky", "shadow", "rollout_phase")
     class WeightsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -32,10 +32,12 @@ class Policy(_message.Message):
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     STICKY_FIELD_NUMBER: _ClassVar[int]
     SHADOW_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_PHASE_FIELD_NUMBER: _ClassVar[int]
     weights: _containers.ScalarMap[int, float]
     sticky: bool
     shadow: Shadow
-    def __init__(self, weights: _Optional[_Mapping[int, float]] = ..., sticky: _Optional[bool] = ..., shadow: _Optional[_Union[Shadow, _Mapping]] = ...) -> None: ...
+    rollout_phase: str
+    def __init__(self, weights: _Optional[_Mapping[int, float]] = ..., sticky: _Optional[bool] = ..., shadow: _Optional[_Union[Shadow, _Mapping]] = ..., rollout_phase: _Optional[str] = ...) -> None: ...
 
 class PolicyReply(_message.Message):
     __slots__ = ("model", "policy", "file", "error")

@@ -42,7 +42,7 @@ DEFAULT_ROLLBACK_WINDOW_S = 600.0
 MIN_STEP_TIME_S = 0.5
 
 _GATE = re.compile(
-    r"^\s*(?:(errors)\s*<=\s*\+?([0-9.]+)\s*pp|p([0-9]{1,2}(?:\.[0-9]+)?)\s*<=\s*([0-9.]+)\s*x"
+    r"^\s*(?:(errors)\s*<=\s*\+?([0-9.]+)\s*pp|p([0-9]{1,3}(?:\.[0-9]+)?)\s*<=\s*([0-9.]+)\s*x"
     r"|(agreement)\s*>=\s*([0-9.]+)|(drift)\s*<=\s*([0-9.]+))\s*$"
 )
 

@@ -3,9 +3,9 @@
     error rates      Agresti–Caffo interval of the difference of two proportions (add one success and
                      one failure to each side, then the Wald interval): well behaved at 0 errors
     latency          ratio of a quantile of two histograms (bucket counts, Prometheus buckets), linear
-                     interpolation inside a bucket; the interval by a multinomial bootstrap of both sides
+                     interpolation inside a bucket; the interval by a (Poisson) bootstrap of both sides
     prediction drift PSI between the two sides' class (or value-bucket) counts, the project's `psi`
-                     (serving.drift.statistics); the interval by a multinomial bootstrap of both sides
+                     (serving.drift.statistics); the interval by a (Poisson) bootstrap of both sides
     agreement        Wilson score interval of the mean shadow agreement over the compared requests
 
 Every interval is two-sided at confidence 1 - 2·alpha, i.e. each bound is a one-sided (1 - alpha) bound:
@@ -27,6 +27,15 @@ from serving.drift.statistics import PSI_EPSILON
 
 DEFAULT_ALPHA = 0.05
 BOOTSTRAP_RESAMPLES = 400
+
+
+def resample(
+    counts: npt.NDArray[np.float64], rng: np.random.Generator, resamples: int
+) -> npt.NDArray[np.float64]:
+    """Poisson bootstrap of bin counts (each bin ~ Poisson(count)): the multinomial bootstrap's large-n
+    approximation, drawn in one vectorised call."""
+    drawn: npt.NDArray[np.float64] = rng.poisson(counts, size=(resamples, counts.size)).astype(np.float64)
+    return drawn
 
 
 @dataclass(frozen=True)
@@ -73,7 +82,7 @@ def histogram_quantiles(
     rows = np.atleast_2d(np.asarray(counts, dtype=np.float64))
     edges = np.asarray([0.0, *upper_bounds, upper_bounds[-1]], dtype=np.float64)
     cumulative = np.cumsum(rows, axis=1)
-    totals = cumulative[:, -1]
+    totals = np.maximum(cumulative[:, -1], 1e-12)
     rank = q * totals
     index = np.argmax(cumulative >= rank[:, None], axis=1)
     below = np.where(index > 0, cumulative[np.arange(len(rows)), np.maximum(index - 1, 0)], 0.0)
@@ -98,8 +107,7 @@ def quantile_ratio(
     if c.sum() < 1 or b.sum() < 1:
         raise ValueError("each side needs at least one observation")
     estimate = _ratio(histogram_quantiles(upper_bounds, c, q), histogram_quantiles(upper_bounds, b, q))[0]
-    cs = rng.multinomial(int(c.sum()), c / c.sum(), size=resamples).astype(np.float64)
-    bs = rng.multinomial(int(b.sum()), b / b.sum(), size=resamples).astype(np.float64)
+    cs, bs = resample(c, rng, resamples), resample(b, rng, resamples)
     ratios = _ratio(histogram_quantiles(upper_bounds, cs, q), histogram_quantiles(upper_bounds, bs, q))
     lower, upper = np.quantile(ratios, [alpha, 1.0 - alpha])
     return Interval(float(estimate), float(lower), float(upper))
@@ -113,8 +121,8 @@ def _ratio(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArra
 
 def psi_rows(expected: npt.NDArray[np.float64], actual: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """PSI of each row pair, as serving.drift.statistics.psi (proportions floored at PSI_EPSILON)."""
-    p = np.maximum(expected / expected.sum(axis=1, keepdims=True), PSI_EPSILON)
-    q = np.maximum(actual / actual.sum(axis=1, keepdims=True), PSI_EPSILON)
+    p = np.maximum(expected / np.maximum(expected.sum(axis=1, keepdims=True), 1.0), PSI_EPSILON)
+    q = np.maximum(actual / np.maximum(actual.sum(axis=1, keepdims=True), 1.0), PSI_EPSILON)
     result: npt.NDArray[np.float64] = np.sum((q - p) * np.log(q / p), axis=1)
     return result
 
@@ -133,8 +141,7 @@ def psi_interval(
     if b.shape != c.shape or b.sum() < 1 or c.sum() < 1:
         raise ValueError("both sides need counts over the same bins")
     estimate = float(psi_rows(b[None, :], c[None, :])[0])
-    bs = rng.multinomial(int(b.sum()), b / b.sum(), size=resamples).astype(np.float64)
-    cs = rng.multinomial(int(c.sum()), c / c.sum(), size=resamples).astype(np.float64)
+    bs, cs = resample(b, rng, resamples), resample(c, rng, resamples)
     resampled = psi_rows(bs, cs)
     bias = float(np.mean(resampled)) - estimate
     lower, upper = np.quantile(resampled, [alpha, 1.0 - alpha]) - bias
