@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from serving.errors import FailedPrecondition, NotFound
 from serving.lifecycle.registry import ModelRegistry
 from serving.rollout import transitions
 from serving.rollout.evidence import EvidenceSource, Snapshot, window
-from serving.rollout.judge import HOLD, ROLLBACK, Decision, GateResult, judge
+from serving.rollout.judge import HOLD, ROLLBACK, Decision, Evidence, GateResult, judge
 from serving.rollout.metrics import RolloutMetrics
 from serving.rollout.plan import IDLE, PAUSED, PROMOTED, SHADOW, RolloutError, RolloutPlan, RolloutState
 from serving.rollout.status import RolloutView
@@ -41,6 +41,13 @@ log = logging.getLogger("serving.rollout")
 
 CONTROLLER_SOURCE = "rollout controller"
 MAX_TICK_S = 1.0
+MAX_SETTLE_S = 2.0
+
+
+def settle_s(state: RolloutState) -> float:
+    """Time after a transition that no step measures: the first requests a version gets at a new
+    share (new batch shapes, threads woken, caches) are not what it does at that share."""
+    return min(state.plan.step_time_s, MAX_SETTLE_S)
 
 
 @dataclass
@@ -49,7 +56,10 @@ class _Running:
 
     state: RolloutState
     step_started: float  # monotonic
+    looks: int = 1  # the step's verdict applies at settle + looks × step_time (one more per hold)
     start: Snapshot | None = None
+    previous: Snapshot | None = None  # the last tick's: the next block of latency starts there
+    blocks: list[tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     results: tuple[GateResult, ...] = ()
     holding: str = ""  # why the step holds (after its time), "" otherwise
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -134,7 +144,12 @@ class RolloutController:
         running = self._running.get(model)
         now = self._clock()
         elapsed = now - running.step_started if running is not None and state.active else 0.0
-        due = self._step_time(state) - elapsed if state.active and state.phase != PAUSED else math.nan
+        looks = running.looks if running is not None else 1
+        due = (
+            settle_s(state) + looks * self._step_time(state) - elapsed
+            if state.active and state.phase != PAUSED
+            else math.nan
+        )
         window_left = (
             max(state.plan.rollback_window_s - transitions.seconds_since(state.updated), 0.0)
             if state.phase == PROMOTED
@@ -186,10 +201,14 @@ class RolloutController:
             if state.phase == PAUSED:
                 return
             now = self._clock()
-            snapshot = self._evidence.snapshot(model, state.baseline, state.candidate, now)
-            evidence = window(running.start, snapshot, state.phase) if running.start is not None else None
+            if now - running.step_started < settle_s(state):
+                return  # the step's interval starts once the new weights have settled
+            snapshot = await asyncio.to_thread(
+                self._evidence.snapshot, model, state.baseline, state.candidate, now
+            )
+            evidence = self._measure(running, snapshot)
             if evidence is None:  # the first tick of the step, or a version reloaded: a new interval
-                running.start, running.results = snapshot, ()
+                running.start, running.previous, running.blocks, running.results = snapshot, snapshot, [], ()
                 return
             if not self._registry.is_ready(model, str(state.candidate)):
                 reason = (
@@ -197,18 +216,27 @@ class RolloutController:
                 )
                 await self._apply(model, transitions.rollback(state, reason, "candidate"), running)
                 return
-            verdict = judge(
-                state.plan.gates,
-                evidence,
-                state.plan.min_requests,
-                self._rng,
-                shadow_ran=state.plan.shadow_s > 0,
+            plan = state.plan  # bootstraps take milliseconds: off the event loop
+            verdict = await asyncio.to_thread(
+                judge, plan.gates, evidence, plan.min_requests, self._rng, shadow_ran=plan.shadow_s > 0
             )
             running.results = verdict.results
             if self._metrics is not None:
                 self._metrics.gates(model, verdict.results)
-            if now - running.step_started >= self._step_time(state):
+            if now - running.step_started >= settle_s(state) + running.looks * self._step_time(state):
                 await self._decide(model, running, verdict, evidence.seconds)
+
+    def _measure(self, running: _Running, snapshot: Snapshot) -> Evidence | None:
+        """The step's interval up to `snapshot`, with the latency of each tick as a block (None: restart)."""
+        if running.start is None or running.previous is None:
+            return None
+        phase = running.state.judged_phase
+        evidence, block = window(running.start, snapshot, phase), window(running.previous, snapshot, phase)
+        if evidence is None or block is None:
+            return None
+        running.previous = snapshot
+        running.blocks.append((block.candidate.latency, block.baseline.latency))
+        return replace(evidence, latency_blocks=tuple(running.blocks))
 
     async def _decide(self, model: str, running: _Running, verdict: Decision, seconds: float) -> None:
         state = running.state
@@ -216,6 +244,7 @@ class RolloutController:
             if not running.holding and self._metrics is not None:
                 self._metrics.decided(model, "hold")
             running.holding = f"holding at {state.candidate_percent():g}%: {verdict.reason}"
+            running.looks += 1  # judged again after one more step time over the grown interval
             return
         evidence = {
             **verdict.evidence(),

@@ -49,6 +49,8 @@ class Evidence:
     agreement_sum: float = 0.0  # shadow phase: sum of per-comparison agreement
     agreement_n: int = 0
     seconds: float = 0.0
+    # per time block (controller tick): (candidate, baseline) latency counts, for the paired block bootstrap
+    latency_blocks: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,9 +161,31 @@ def judge_gate(
                 baseline_count=sum(b.latency),
                 detail="no latency observed on one side yet",
             )
+        return _latency(gate, evidence, rng, alpha)
+    return _drift(gate, evidence, rng, alpha)
+
+
+MIN_LATENCY_BLOCKS = 10
+
+
+def _latency(gate: Gate, evidence: Evidence, rng: np.random.Generator, alpha: float) -> GateResult:
+    c, b = evidence.candidate, evidence.baseline
+    if not evidence.latency_blocks:
         ratio = stats.quantile_ratio(evidence.latency_bounds, c.latency, b.latency, gate.quantile, rng, alpha)
         return _verdict(gate, ratio, sum(c.latency), sum(b.latency), f"{gate.name} ratio")
-    return _drift(gate, evidence, rng, alpha)
+    blocks = [(cb, bb) for cb, bb in evidence.latency_blocks if cb and bb]
+    if sum(1 for cb, bb in blocks if sum(cb) and sum(bb)) < MIN_LATENCY_BLOCKS:
+        return GateResult(
+            gate,
+            UNDECIDED,
+            candidate_count=sum(c.latency),
+            baseline_count=sum(b.latency),
+            detail=f"waiting for {MIN_LATENCY_BLOCKS} ticks with latency on both sides",
+        )
+    ratio = stats.quantile_ratio_blocks(
+        evidence.latency_bounds, [cb for cb, _ in blocks], [bb for _, bb in blocks], gate.quantile, rng, alpha
+    )
+    return _verdict(gate, ratio, sum(c.latency), sum(b.latency), f"{gate.name} ratio")
 
 
 def _verdict(gate: Gate, interval: stats.Interval, nc: int, nb: int, what: str) -> GateResult:

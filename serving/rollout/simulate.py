@@ -4,10 +4,12 @@
         [--gate ...] [--min-requests 500] [--error-rate 0.002] [--candidate healthy|errors|slow|drift]
 
 Each run drives the controller's state machine (serving/rollout/transitions.py) and judge over drawn
-traffic, tick by tick as the controller does: `rate` requests/s split by the step's share, each request
-failing with `error_rate`, its latency lognormal (median 4 ms, σ 0.35) counted in the server's latency
-buckets, its top-1 class drawn from a skewed 10-class distribution. A healthy candidate draws from the
-baseline's distributions; a bad one has +2pp errors, 1.6× latency, or its classes permuted.
+traffic as the controller does (a settling time, then one latency block per tick, a verdict after each
+step time, a held step judged again one step time later): `rate` requests/s split by the step's share,
+each request failing with `error_rate`, its latency lognormal (median 4 ms, σ 0.35) counted in the
+server's latency buckets, its top-1 class drawn from a skewed 10-class distribution. A healthy
+candidate draws from the baseline's distributions; a bad one has +2pp errors, 1.6× latency, or its
+classes permuted.
 """
 
 from __future__ import annotations
@@ -71,31 +73,28 @@ def run_once(
     """One rollout: (outcome, failed gate, seconds). outcome: promoted, rolled_back or held."""
     state = transitions.start(plan, 1, "simulation").state
     tick = min(1.0, plan.step_time_s / 5)
+    ticks_per_look = max(round(plan.step_time_s / tick), 1)
     clock = 0.0
     while state.active:
         share = state.candidate_percent() / 100.0
-        c, b, elapsed, span = (
-            Side(),
-            Side(),
-            0.0,
-            plan.step_time_s,
-        )  # the step's first verdict: after its time
-        while True:
-            clock, elapsed = clock + span, elapsed + span
-            c = add(c, draw(rng, int(rng.poisson(rate * share * span)), candidate))
-            b = add(b, draw(rng, int(rng.poisson(rate * (1 - share) * span)), baseline))
-            span = tick  # a held step is judged again every tick, over its growing interval
-            verdict = judge(
-                plan.gates, Evidence(c, b, tuple(LATENCY_BUCKETS), state.phase), plan.min_requests, rng
-            )
-            if verdict.decision == HOLD:
-                if elapsed >= MAX_HOLD_STEPS * plan.step_time_s:
-                    return "held", "", clock
-                continue
+        c, b, blocks = Side(), Side(), []
+        clock += min(plan.step_time_s, 2.0)  # the settling time (serving/rollout/controller.py)
+        for _look in range(MAX_HOLD_STEPS):
+            for _ in range(ticks_per_look):  # one block per controller tick
+                cb = draw(rng, int(rng.poisson(rate * share * tick)), candidate)
+                bb = draw(rng, int(rng.poisson(rate * (1 - share) * tick)), baseline)
+                c, b = add(c, cb), add(b, bb)
+                blocks.append((cb.latency, bb.latency))
+            clock += plan.step_time_s
+            evidence = Evidence(c, b, tuple(LATENCY_BUCKETS), state.phase, latency_blocks=tuple(blocks))
+            verdict = judge(plan.gates, evidence, plan.min_requests, rng)
             if verdict.decision == ROLLBACK:
                 return ROLLED_BACK, verdict.failed_gate, clock
-            state = transitions.advance(state, verdict.reason).state
-            break
+            if verdict.decision != HOLD:
+                state = transitions.advance(state, verdict.reason).state
+                break
+        else:
+            return "held", "", clock
     return (PROMOTED if state.phase == PROMOTED else state.phase), "", clock
 
 

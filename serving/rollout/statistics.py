@@ -3,7 +3,8 @@
     error rates      Agresti–Caffo interval of the difference of two proportions (add one success and
                      one failure to each side, then the Wald interval): well behaved at 0 errors
     latency          ratio of a quantile of two histograms (bucket counts, Prometheus buckets), linear
-                     interpolation inside a bucket; the interval by a (Poisson) bootstrap of both sides
+                     interpolation inside a bucket; the interval by a paired block bootstrap over time
+                     blocks (controller ticks), or a (Poisson) bootstrap of both sides without blocks
     prediction drift PSI between the two sides' class (or value-bucket) counts, the project's `psi`
                      (serving.drift.statistics); the interval by a (Poisson) bootstrap of both sides
     agreement        Wilson score interval of the mean shadow agreement over the compared requests
@@ -109,6 +110,39 @@ def quantile_ratio(
     estimate = _ratio(histogram_quantiles(upper_bounds, c, q), histogram_quantiles(upper_bounds, b, q))[0]
     cs, bs = resample(c, rng, resamples), resample(b, rng, resamples)
     ratios = _ratio(histogram_quantiles(upper_bounds, cs, q), histogram_quantiles(upper_bounds, bs, q))
+    lower, upper = np.quantile(ratios, [alpha, 1.0 - alpha])
+    return Interval(float(estimate), float(lower), float(upper))
+
+
+def quantile_ratio_blocks(
+    upper_bounds: Sequence[float],
+    candidate: npt.ArrayLike,
+    baseline: npt.ArrayLike,
+    q: float,
+    rng: np.random.Generator,
+    alpha: float = DEFAULT_ALPHA,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> Interval:
+    """The quantile ratio of `quantile_ratio`, its interval by a paired block bootstrap: row k of
+    `candidate` and `baseline` are the two sides' histogram counts in the same short time block (a
+    controller tick); blocks are resampled with replacement, the same blocks for both sides. Latency
+    outliers come in bursts (a stalled process, a GC pause, a noisy neighbour) that hit both versions at
+    once; resampling requests one by one would take a burst's requests for independent draws and make
+    the interval of a tail quantile far too narrow, while resampling whole blocks keeps each burst whole
+    and paired."""
+    c, b = np.asarray(candidate, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    if c.ndim != 2 or c.shape != b.shape or c.sum() < 1 or b.sum() < 1:
+        raise ValueError("both sides need counts per block over the same bins, and one observation each")
+    estimate = _ratio(
+        histogram_quantiles(upper_bounds, c.sum(axis=0), q),
+        histogram_quantiles(upper_bounds, b.sum(axis=0), q),
+    )[0]
+    chosen = rng.integers(0, len(c), size=(resamples, len(c)))
+    cs, bs = c[chosen].sum(axis=1), b[chosen].sum(axis=1)
+    usable = (cs.sum(axis=1) > 0) & (bs.sum(axis=1) > 0)
+    ratios = _ratio(
+        histogram_quantiles(upper_bounds, cs[usable], q), histogram_quantiles(upper_bounds, bs[usable], q)
+    )
     lower, upper = np.quantile(ratios, [alpha, 1.0 - alpha])
     return Interval(float(estimate), float(lower), float(upper))
 

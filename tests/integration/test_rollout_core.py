@@ -115,7 +115,7 @@ def test_a_healthy_candidate_is_promoted_with_evidence_in_history(
         assert started["phase"] == "canary" and started["candidate_percent"] == 20
         final = wait_for_phase(server, {"promoted", "rolled_back"})
         assert failures() == []
-    assert final["phase"] == "promoted", final
+    assert final["phase"] == "promoted", (final["reason"], final["gates"], history(server)[-3:])
     assert final["candidate_percent"] == 100
     actions = [e["action"] for e in history(server)]
     assert actions[-3:] == ["rollout", "rollout-advance", "rollout-promote"]

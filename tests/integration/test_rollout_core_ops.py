@@ -44,7 +44,7 @@ def test_a_restart_resumes_at_the_same_step_and_never_further(tmp_path: Path) ->
         assert server.stop() == 0, server.log()[-3000:]
     server = start_server(repo, tmp_path / "b.log")
     try:
-        time.sleep(4)  # longer than a step: a restart must not count the time before it
+        time.sleep(6)  # longer than a step (2 s settling + 3 s): a restart must not count the time before it
         resumed = status(server)
         assert (resumed["phase"], resumed["step"], resumed["candidate_percent"]) == ("canary", 1, 50.0)
         assert "waiting for 30 requests per side" in str(resumed["reason"])
