@@ -133,9 +133,11 @@ def roll_out(server: ServerProcess, repository: Path, tmp_path: Path, candidate:
         metrics = response.read().decode()
     rollout = Rollout(json.loads((tmp_path / "result.json").read_text()), status, history, metrics)
     started, decided = (entry["time"] for entry in (history[-1 - len(rollout.steps_taken())], history[-1]))
+    latency = rollout.report["targets"][0]["summary"]["latency_ms"]
     print(
         f"\n{candidate}: {rollout.decision['action']} ({started} -> {decided}): {rollout.decision['reason']}"
     )
+    print(f"{candidate}: clients p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms")
     return rollout
 
 
