@@ -3,6 +3,9 @@
     serving models build --model-repository models      (the CLI loads this file and calls build())
     python models/build.py [--force] [--only NAME ...] [REPOSITORY]
 
+Builders of served models write into `<repository>/<model>/`; the digits rollout candidates go to
+`<repository>/candidates/digits/{good,slow,wrong}/` (no config.pbtxt there, so never served).
+
 Each model's committed ``config.pbtxt`` must already exist and is never written here. A builder
 writes its outputs into a staging folder inside the model's folder; the files are then moved into
 place one by one (an atomic rename each, model files last) and ``<repository>/.build-stamp`` (JSON,
@@ -41,6 +44,12 @@ class ModelBuilder:
     function: str
     sources: tuple[str, ...]  # files in this folder whose content defines the outputs
     outputs: tuple[str, ...]  # paths relative to the model folder, in the order they are published
+    folder: str = ""  # where the outputs go, relative to the repository; "" = the model folder, ``name``
+    served: bool = True  # False: not a model the repository serves (no config.pbtxt), e.g. candidates
+
+    @property
+    def directory(self) -> str:
+        return self.folder or self.name
 
 
 BUILDERS: tuple[ModelBuilder, ...] = (
@@ -65,6 +74,19 @@ BUILDERS: tuple[ModelBuilder, ...] = (
         function="build_resnet50",
         sources=("resnet50.py", "resnet50_builder.py"),
         outputs=("1/model.onnx", "2/model.pt"),
+    ),
+    ModelBuilder(
+        name="digits-candidates",
+        module="digits_candidates",
+        function="build_digits_candidates",
+        sources=("digits_builder.py", "digits_candidates.py"),
+        outputs=tuple(
+            f"{candidate}/{output}"
+            for candidate in ("good", "slow", "wrong")
+            for output in ("accuracy.json", "reference.json", "candidate.json", "model.pt")
+        ),
+        folder="candidates/digits",  # no config.pbtxt there: never served (docs/rollout.md)
+        served=False,
     ),
 )
 
@@ -122,7 +144,7 @@ def write_stamp(repository: Path, name: str, digest: str | None) -> None:
 def is_up_to_date(repository: Path, builder: ModelBuilder, digest: str) -> bool:
     if read_stamps(repository).get(builder.name) != digest:
         return False
-    return all((repository / builder.name / output).is_file() for output in builder.outputs)
+    return all((repository / builder.directory / output).is_file() for output in builder.outputs)
 
 
 def load_build_function(builder: ModelBuilder) -> Callable[[Path], str]:
@@ -146,14 +168,15 @@ def publish(staging: Path, model_dir: Path, outputs: Sequence[str]) -> None:
 
 def build_model(repository: Path, builder: ModelBuilder, force: bool) -> BuildReport:
     started = time.monotonic()
-    model_dir = repository / builder.name
-    if not (model_dir / "config.pbtxt").is_file():
+    model_dir = repository / builder.directory
+    if builder.served and not (model_dir / "config.pbtxt").is_file():
         raise FileNotFoundError(f"{model_dir / 'config.pbtxt'} is missing: it is committed, not built")
     digest = source_digest(builder)
     if not force and is_up_to_date(repository, builder, digest):
         return BuildReport(builder.name, False, time.monotonic() - started, "")
     build_function = load_build_function(builder)
     write_stamp(repository, builder.name, None)
+    model_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=model_dir) as staging:
         summary = build_function(Path(staging))
         publish(Path(staging), model_dir, builder.outputs)

@@ -141,12 +141,12 @@ class DigitsMLP(nn.Module):
         return torch.softmax(self.logits(x), dim=1)
 
 
-def train_torch(split: DigitsSplit, epochs: int = 40, batch_size: int = 64) -> DigitsMLP:
-    torch.manual_seed(SEED)
+def train_torch(split: DigitsSplit, epochs: int = 40, batch_size: int = 64, seed: int = SEED) -> DigitsMLP:
+    torch.manual_seed(seed)
     x, y = torch.from_numpy(split.x_train), torch.from_numpy(split.y_train)
     model = DigitsMLP(x.mean(dim=0), x.std(dim=0))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    shuffle = torch.Generator().manual_seed(SEED)
+    shuffle = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
         for batch in torch.randperm(len(x), generator=shuffle).split(batch_size):  # type: ignore[no-untyped-call]

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from serving.rollout.metrics import RolloutMetrics
 from serving.telemetry.gpu import GpuReading
 from serving.telemetry.metrics import ServingMetrics
 from serving.telemetry.runtime import RuntimeCollector
@@ -37,6 +38,7 @@ ALERTS = {
     "ServingErrorRatioHigh",
     "ServingQueueSaturated",
     "ServingModelVersionFailed",
+    "ServingRolloutRolledBack",
 }
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
 
@@ -47,9 +49,11 @@ class FakeGpu:
 
 
 def served_registry() -> CollectorRegistry:
-    """What the server registers: ServingMetrics (GPU collector included) and the runtime gauges."""
+    """What the server registers: ServingMetrics (GPU collector included), the runtime gauges and the
+    rollout's series."""
     registry = CollectorRegistry()
     ServingMetrics(registry, gpu_probe=FakeGpu(), process_metrics=False)
+    RolloutMetrics(registry)
     loop = asyncio.new_event_loop()
     registry.register(RuntimeCollector(loop))
     loop.close()
