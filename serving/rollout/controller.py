@@ -108,17 +108,19 @@ class RolloutController:
         return self.status(model)
 
     async def pause(self, model: str, source: str) -> RolloutView:
-        running = self._active(model)
-        async with running.lock:
-            running = self._running.get(model, running)  # a tick may have moved it while we waited
-            await self._apply(model, transitions.pause(running.state, source), running, source=source)
-        return self.status(model)
+        return await self._operate(model, transitions.pause, source)
 
     async def resume(self, model: str, source: str) -> RolloutView:
+        return await self._operate(model, transitions.resume, source)
+
+    async def _operate(
+        self, model: str, transition: Callable[[RolloutState, str], transitions.Transition], source: str
+    ) -> RolloutView:
+        """An operator's transition of a running rollout, under its lock."""
         running = self._active(model)
         async with running.lock:
             running = self._running.get(model, running)  # a tick may have moved it while we waited
-            await self._apply(model, transitions.resume(running.state, source), running, source=source)
+            await self._apply(model, transition(running.state, source), running, source=source)
         return self.status(model)
 
     async def abort(self, model: str, source: str) -> RolloutView:
