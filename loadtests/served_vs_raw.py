@@ -123,26 +123,11 @@ def _served_in_process(
     time.sleep(max(0.0, start_at - time.time()))
     input_meta = InputMeta.FromString(meta)
     row = np.load(io.BytesIO(row_bytes))
-    rate, latencies, errors = asyncio.run(
-        _served_with_latencies(url, model, version, input_meta, row, concurrency, duration_s)
+    latencies: list[float] = []
+    rate, _, errors = asyncio.run(
+        time_served(url, model, version, input_meta, row, concurrency, duration_s, latencies)
     )
     return rate, latencies[:: max(1, len(latencies) // 20000)], errors
-
-
-async def _served_with_latencies(
-    url: str,
-    model: str,
-    version: str,
-    input_meta: InputMeta,
-    row: np.ndarray,
-    concurrency: int,
-    duration_s: float,
-) -> tuple[float, list[float], int]:
-    latencies: list[float] = []
-    rate, _, errors = await time_served(
-        url, model, version, input_meta, row, concurrency, duration_s, latencies
-    )
-    return rate, latencies, errors
 
 
 def time_served_processes(
