@@ -334,11 +334,12 @@ def build_infer_request(
         tensor.shape.extend(int(d) for d in array.shape)
         request.raw_input_contents.append(raw_bytes(array, datatype))
     for key, value in (parameters or {}).items():
-        _set_parameter(request.parameters[key], value)
+        set_parameter(request.parameters[key], value)
     return request
 
 
-def _set_parameter(param: pb.InferParameter, value: ParamValue) -> None:
+def set_parameter(param: pb.InferParameter, value: ParamValue) -> None:
+    """Set an InferParameter from a Python value: bool, int (int64), float (double) or str."""
     if isinstance(value, bool):
         param.bool_param = value
     elif isinstance(value, int):

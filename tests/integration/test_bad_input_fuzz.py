@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from serving.api.codec import set_parameter
 from serving.proto import admin_pb2, inference_pb2, inference_pb2_grpc
 from tests.integration.bad_input import (
     MAX_MESSAGE_BYTES,
@@ -131,17 +132,6 @@ PARAMETER_VALUES = st.one_of(
     st.text(max_size=10),
     st.sampled_from([1_000_000, 0, -1]),
 )
-
-
-def set_parameter(param: inference_pb2.InferParameter, value: Any) -> None:
-    if isinstance(value, bool):
-        param.bool_param = value
-    elif isinstance(value, int):
-        param.int64_param = value
-    elif isinstance(value, float):
-        param.double_param = value
-    else:
-        param.string_param = value
 
 
 @st.composite
