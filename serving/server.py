@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 from prometheus_client import CollectorRegistry
@@ -28,11 +28,12 @@ from prometheus_client import CollectorRegistry
 from serving.admin.operations import ModelAdmin
 from serving.api.admin_servicer import ModelAdminServicer
 from serving.api.admission import AdmissionGate
-from serving.api.auth import AdminGuard, AdminGuardInterceptor, read_token
+from serving.api.auth import AdminGuard, read_token
+from serving.api.calls import CallPolicy
 from serving.api.http.server import HttpFrontEnd
 from serving.api.inference_servicer import InferenceServicer
 from serving.api.instrumentation import Monitoring
-from serving.api.request_guard import InferGuard, add_inference_service, add_service
+from serving.api.request_guard import InferGuard
 from serving.api.tls import ServerTls
 from serving.backends.base import Backend, Placement, TensorDecl
 from serving.backends.devices import DeviceInventory, detect_inventory, plan_placements
@@ -107,8 +108,7 @@ class ServingServer:
         token_file = settings.admin_token_file  # admin calls: this token, or loopback peers only
         self._guard = AdminGuard(None if token_file is None else read_token(token_file))
         self.gate = AdmissionGate(settings.max_concurrent_rpcs)  # accepted calls, gRPC and HTTP
-        # With front-ends, they admit gRPC calls; calls they forward here must not be refused again.
-        self._grpc = self._grpc_server(AdmissionGate() if settings.frontends > 1 else self.gate)
+        self._grpc = self._grpc_server()
         dataplane = DataPlane(self.registry, self.traffic, self.shadows)
         self.service = InferenceService(
             self.registry,
@@ -132,10 +132,14 @@ class ServingServer:
         )
         # Unparsable requests and too many or unknown inputs are refused before the servicer decodes.
         guard = InferGuard(settings.max_inputs_per_request, self._input_names)
-        add_inference_service(servicer, self._grpc, guard)
+        # With front-ends, they admit gRPC calls; calls they forward here must not be refused again.
+        gate = AdmissionGate() if settings.frontends > 1 else self.gate
+        calls = CallPolicy(gate, self._guard, guard, self.monitoring.requests)
+        calls.register(servicer, self._grpc, inference_pb2, "GRPCInferenceService")
         self._admin_grpc = self._grpc if settings.admin_port is None else self._grpc_server()
         admin = ModelAdminServicer(ModelAdmin(self.registry, self.traffic, self.shadows), self.rollouts)
-        add_service(admin, self._admin_grpc, admin_pb2, "ModelAdmin", guard)
+        admin_calls = calls if self._admin_grpc is self._grpc else replace(calls, gate=self.gate)
+        admin_calls.register(admin, self._admin_grpc, admin_pb2, "ModelAdmin")
         services = [inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]]
         if self._admin_grpc is self._grpc:
             services += admin_pb2.DESCRIPTOR.services_by_name.values()
@@ -165,12 +169,9 @@ class ServingServer:
         self.metrics_registry.register(FrontEndCollector(pool))
         return pool
 
-    def _grpc_server(self, gate: AdmissionGate | None = None) -> grpc.aio.Server:
+    def _grpc_server(self) -> grpc.aio.Server:
+        """A gRPC server without interceptors: serving/api/calls.py wraps each handler once instead."""
         return grpc.aio.server(
-            interceptors=[
-                *self.monitoring.interceptors(gate or self.gate),
-                AdminGuardInterceptor(self._guard),
-            ],
             options=[
                 ("grpc.max_receive_message_length", self.settings.max_message_bytes),
                 ("grpc.max_send_message_length", self.settings.max_message_bytes),

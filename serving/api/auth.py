@@ -120,6 +120,14 @@ class AdminGuard:
                 "from other addresses"
             )
 
+    def check_call(self, method: str, metadata: Any, peer: Callable[[], str | None]) -> None:
+        """A protected gRPC call: the token in its metadata; without a token, its peer (`peer()`)."""
+        if self._token is not None:
+            self.check_token(method, bearer_token(metadata))
+            return
+        address = peer() or ""
+        self.check_peer(method, address, is_loopback_peer(address))
+
     def check_http(self, path: str, remote: str | None, headers: Any) -> None:
         """An HTTP repository call: `remote` is aiohttp's request.remote, `headers` its items()."""
         self.check_peer(path, remote or "unknown peer", is_loopback_address(remote))

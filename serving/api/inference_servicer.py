@@ -24,7 +24,7 @@ from serving.proto import inference_pb2_grpc
 class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, service: InferenceService, *, requests: RequestRecorder | None = None) -> None:
         self._service = service
-        self._requests = requests  # records each streamed request (unary ones: the interceptor)
+        self._requests = requests  # records each streamed request (unary ones: serving/api/calls.py)
 
     # ---- health and metadata ------------------------------------------------------------------
 
@@ -67,21 +67,18 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
 
     # ---- inference ----------------------------------------------------------------------------
 
-    @grpc_errors
-    async def ModelInfer(
+    async def infer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ModelInferResponse:
-        return await self._infer(request, context)
-
-    async def _infer(
-        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ModelInferResponse:
+    ) -> tuple[pb.ModelInferResponse, tuple[str, str]]:
+        """ModelInfer (registered by serving/api/calls.py, which maps its errors to status codes): the
+        reply, and the (model, version) that answered."""
         regions = self._service.shared_memory
         decoded = decode_request(
             request, context.invocation_metadata() or (), context.time_remaining(), regions
         )
         shared = shared_outputs(request, regions)  # checked before the model runs
-        return encode_response(await self._service.infer(decoded), shared)
+        response = await self._service.infer(decoded)
+        return encode_response(response, shared), (response.model_name, response.model_version)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
@@ -91,9 +88,10 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         tasks: set[asyncio.Task[None]] = set()
 
         async def run(request: pb.ModelInferRequest) -> None:
-            started, code = time.perf_counter(), grpc.StatusCode.OK
+            started, code, served = time.perf_counter(), grpc.StatusCode.OK, None
             try:
-                reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request, context))
+                response, served = await self.infer(request, context)
+                reply = pb.ModelStreamInferResponse(infer_response=response)
             except Exception as exc:
                 reply = pb.ModelStreamInferResponse(
                     error_message=message_of(exc), infer_response=pb.ModelInferResponse(id=request.id)
@@ -101,9 +99,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
                 code = status_of(exc)
             if self._requests is not None:
                 elapsed = time.perf_counter() - started
-                self._requests.finished(
-                    request, reply.infer_response, code, elapsed, context.invocation_metadata
-                )
+                self._requests.finished(request, served, code, elapsed, context.invocation_metadata)
             await replies.put(reply)
 
         async def read() -> None:

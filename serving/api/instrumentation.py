@@ -8,12 +8,12 @@
                     batcher, requests and lifecycle move VersionStats (ModelStatistics) and the metrics
                     together
     requests        RequestRecorder: status codes, end-to-end latency and the sampled access log, fed by
-                    InferenceRequestInterceptor (unary) and the servicer (streams)
+                    ModelInfer's handler (serving/api/calls.py) and the servicer (streams)
     health          grpc.health.v1, overall and per model;  reflection for every served service
 
 Construction order (the registry needs the telemetry, the API parts need the registry):
 `Monitoring(...)` → `ModelRegistry(..., telemetry=monitoring.telemetry)` → `attach(registry, ready)` →
-`interceptors()` for grpc.aio.server → `add_services(server, services)` → `start(host, port)`;
+`requests` for the servers' CallPolicy → `add_services(server, services)` → `start(host, port)`;
 on shutdown `begin_shutdown()` before the gRPC server stops, `stop()` after the models unloaded.
 """
 
@@ -29,9 +29,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from serving.api.admission import AdmissionGate
 from serving.api.health import HEALTH_SERVICE, HealthServicer
-from serving.api.interceptors import InferenceRequestInterceptor
 from serving.api.reflection import enable_reflection
 from serving.api.request_log import RequestRecorder
 from serving.drift.engine import DriftEngine
@@ -91,9 +89,6 @@ class Monitoring:
         if self._recorder is None:
             raise RuntimeError("Monitoring.attach(registry, ready) has not been called")
         return self._recorder
-
-    def interceptors(self, gate: AdmissionGate | None = None) -> list[grpc.aio.ServerInterceptor]:
-        return [InferenceRequestInterceptor(self.requests, gate)]
 
     def add_services(self, server: grpc.aio.Server, services: Sequence[ServiceDescriptor]) -> None:
         """Register grpc.health.v1 on `server`, and reflection for `services`, health and itself."""

@@ -11,16 +11,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
-import grpc
 from google.protobuf.message import DecodeError, Message
 
 from serving.api.codec import check_names
-from serving.api.status import message_of, status_of
 from serving.errors import InvalidInput
 from serving.proto import inference_pb2
 from serving.quoting import clip
@@ -119,72 +116,3 @@ class InferGuard:
             raise InvalidInput(request.reason)
         if isinstance(request, inference_pb2.ModelInferRequest):
             check_names(request, self.max_inputs, self.input_names(request.model_name))
-
-
-def add_inference_service(servicer: Any, server: grpc.aio.Server, guard: InferGuard) -> None:
-    """Register every method of GRPCInferenceService on `server`, as the generated code does, but with
-    `safe_deserializer` and `guard` in front of the servicer."""
-    add_service(servicer, server, inference_pb2, "GRPCInferenceService", guard)
-
-
-def add_service(
-    servicer: Any, server: grpc.aio.Server, module: ModuleType, name: str, guard: InferGuard
-) -> None:
-    """Register the service `name` of the generated `module` (e.g. admin_pb2, "ModelAdmin") the same way."""
-    service = module.DESCRIPTOR.services_by_name[name]
-    handlers: dict[str, grpc.RpcMethodHandler] = {}
-    for method in service.methods:
-        request_type = getattr(module, method.input_type.name)
-        response_type = getattr(module, method.output_type.name)
-        behaviour = getattr(servicer, method.name)
-        options: dict[str, Any] = {
-            "request_deserializer": safe_deserializer(request_type, guard.max_inputs),
-            "response_serializer": response_type.SerializeToString,
-        }
-        if method.client_streaming:
-            handler = grpc.stream_stream_rpc_method_handler(_streamed(behaviour, guard), **options)
-        else:
-            handler = grpc.unary_unary_rpc_method_handler(_unary(behaviour, guard), **options)
-        handlers[method.name] = handler
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
-    server.add_registered_method_handlers(service.full_name, handlers)
-
-
-Unary = Callable[[Any, grpc.aio.ServicerContext], Any]
-
-
-def _unary(behaviour: Unary, guard: InferGuard) -> Unary:
-    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            guard.check(request)
-        except InvalidInput as exc:
-            await context.abort(status_of(exc), message_of(exc))
-        return await behaviour(request, context)
-
-    return handle
-
-
-def _streamed(
-    behaviour: Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], AsyncIterator[Any]], guard: InferGuard
-) -> Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], AsyncIterator[Any]]:
-    """A stream ends at its first request that fails the guard: the replies to the requests before it
-    are sent, then the call ends with that request's status."""
-
-    async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        refused: list[InvalidInput] = []
-
-        async def checked() -> AsyncIterator[Any]:
-            async for request in requests:
-                try:
-                    guard.check(request)
-                except InvalidInput as exc:
-                    refused.append(exc)
-                    return
-                yield request
-
-        async for reply in behaviour(checked(), context):
-            yield reply
-        if refused:
-            await context.abort(status_of(refused[0]), message_of(refused[0]))
-
-    return handle

@@ -62,13 +62,12 @@ class RequestRecorder:
     def finished(
         self,
         request: pb.ModelInferRequest,
-        reply: pb.ModelInferResponse | None,
+        served: tuple[str, str] | None,
         code: grpc.StatusCode,
         seconds: float,
         metadata: Metadata,
     ) -> None:
-        """Record one gRPC request; `reply` is None (or has no model name) when it failed."""
-        served = (reply.model_name, reply.model_version) if reply is not None and reply.model_name else None
+        """Record one gRPC request; `served` is the (model, version) that answered, None when it failed."""
         self.record(
             RequestFacts(request.model_name, request.model_version, request.id, served),
             code,

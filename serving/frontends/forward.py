@@ -12,12 +12,10 @@ from typing import Any
 import grpc
 
 from serving.api.admission import AdmissionGate
+from serving.api.calls import INFERENCE_CALLS, MODEL_STREAM_INFER, gated
 from serving.api.status import message_of, status_of
 from serving.errors import ServingError
 
-INFERENCE_SERVICE = "/inference.GRPCInferenceService/"
-MODEL_INFER = INFERENCE_SERVICE + "ModelInfer"
-MODEL_STREAM_INFER = INFERENCE_SERVICE + "ModelStreamInfer"
 STREAM_STREAM = frozenset(
     {
         MODEL_STREAM_INFER,
@@ -26,13 +24,7 @@ STREAM_STREAM = frozenset(
     }
 )
 UNARY_STREAM = frozenset({"/grpc.health.v1.Health/Watch"})
-PROBES = frozenset(INFERENCE_SERVICE + m for m in ("ServerLive", "ServerReady", "ModelReady"))
 _NOT_FORWARDED = ("user-agent", "te", "content-type", "grpc-")
-
-
-def gated(method: str) -> bool:
-    """The calls admission counts (as serving/api/interceptors.py does): our services but the probes."""
-    return method.startswith((INFERENCE_SERVICE, "/serving.admin.")) and method not in PROBES
 
 
 def forwarded_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, Any], ...]:
@@ -67,7 +59,7 @@ class Forwarder:
         return reply
 
     def _unary(self, method: str) -> Any:
-        inference = method.startswith(INFERENCE_SERVICE) and method.endswith("Infer")
+        inference = method in INFERENCE_CALLS
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             if not gated(method):

@@ -36,6 +36,7 @@ from google.protobuf.message import DecodeError
 
 from serving.api.admission import AdmissionGate
 from serving.api.auth import AdminGuard, AdminGuardInterceptor, read_token
+from serving.api.calls import MODEL_INFER
 from serving.api.codec import check_names, decode_request, metadata_value
 from serving.api.request_guard import SCAN_BYTES, too_many_entries
 from serving.api.request_log import REQUEST_ID_METADATA
@@ -43,7 +44,7 @@ from serving.api.status import message_of, status_of
 from serving.api.tls import check_server_files
 from serving.errors import ServingError
 from serving.frontends.client import SlotsFull, WorkerClient, WorkerError
-from serving.frontends.forward import MODEL_INFER, Forwarder
+from serving.frontends.forward import Forwarder
 from serving.frontends.ring import SlotRing
 from serving.proto import inference_pb2 as pb
 from serving.shared_memory.tensors import REGION

@@ -53,8 +53,8 @@ async def test_labels_keep_known_names_only(registry: ModelRegistry) -> None:
 async def test_codes_and_latency_are_counted(registry: ModelRegistry) -> None:
     collector = CollectorRegistry()
     recorder = RequestRecorder(ServingMetrics(collector, gpu_probe=None), registry, sample_rate=0.0)
-    reply = pb.ModelInferResponse(model_name="add", model_version="2")
-    recorder.finished(pb.ModelInferRequest(model_name="add"), reply, grpc.StatusCode.OK, 0.01, no_metadata)
+    served = ("add", "2")
+    recorder.finished(pb.ModelInferRequest(model_name="add"), served, grpc.StatusCode.OK, 0.01, no_metadata)
     for name in ("x1", "x2", "x3"):
         request = pb.ModelInferRequest(model_name=name)
         recorder.finished(request, None, grpc.StatusCode.NOT_FOUND, 0.001, no_metadata)
@@ -71,11 +71,11 @@ async def test_access_log_samples_successes_and_keeps_every_failure(
     registry: ModelRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
     recorder = RequestRecorder(None, registry, sample_rate=0.1, rng=random.Random(7))
-    reply = pb.ModelInferResponse(model_name="add", model_version="1")
+    served = ("add", "1")
     with caplog.at_level(logging.INFO, logger="serving.access"):
         for _ in range(2000):
             recorder.finished(
-                pb.ModelInferRequest(model_name="add"), reply, grpc.StatusCode.OK, 0.001, no_metadata
+                pb.ModelInferRequest(model_name="add"), served, grpc.StatusCode.OK, 0.001, no_metadata
             )
         for _ in range(20):
             failed = pb.ModelInferRequest(model_name="add", id="r-1")
