@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -214,6 +215,7 @@ class ServingServer:
 
     async def start(self) -> BoundPorts:
         """Bind the ports, serve, then load the models; ServerReady turns true once they are loaded."""
+        sys.setswitchinterval(self.settings.gil_switch_interval_us / 1e6)  # process-wide
         if self.settings.torch_threads is not None:
             from serving.backends.torch import set_torch_threads  # torch is imported only when used
 
