@@ -1,7 +1,7 @@
 """serving.admin.ModelAdmin: traffic policy, shadow, promote, rollback, history and version states.
 
 Each RPC converts the request (api/admin_codec.py), calls the core (serving/admin/operations.py) and converts
-the reply; errors become status codes in serving/api/status.py. Authentication is the interceptor's
+the reply; errors become status codes in serving/api/status.py. Authentication is serving/api/calls.py's
 (serving/api/auth.py). A change's `source` in the history is the operator named by the caller's
 `x-operator` metadata (serving ctl sends user@host) and the peer address.
 """

@@ -1,7 +1,7 @@
-"""`AdmissionGate`: the calls the server has accepted, shared by the gRPC interceptor and the HTTP front end.
+"""`AdmissionGate`: the calls the server has accepted, shared by the gRPC handlers and the HTTP front end.
 
-Every call that reaches our code (the interceptor for gRPC, the route for HTTP) enters the gate first
-and leaves it when its reply is sent. The gate refuses, before any decoding:
+Every call that reaches our code (its gRPC handler, serving/api/calls.py; the route for HTTP) enters
+the gate first and leaves it when its reply is sent. The gate refuses, before any decoding:
   - while draining (SIGTERM): Unavailable → UNAVAILABLE / 503, so clients retry elsewhere;
   - an inference call beyond `max_concurrent` inference calls in flight: QueueFull →
     RESOURCE_EXHAUSTED / 503 at once (grpc.aio's own `maximum_concurrent_rpcs` would answer the same,

@@ -2,7 +2,7 @@
 
 Each front-end connects once, names its slot ring, and then sends INFER frames. For each one the worker
 builds the domain request with numpy views straight over the slot (no copy), calls the one facade
-(`InferenceService.infer`), records the request as the gRPC interceptor would (serving_requests_total,
+(`InferenceService.infer`), records the request as ModelInfer's gRPC handler would (serving_requests_total,
 latency from when the front-end received it, access log), writes the outputs after the inputs in the
 slot and replies. A weak reference to the slot's view tells when nothing (a shadow copy, a batch still
 running) holds the inputs any more: the reply says so, or a FREE frame follows later.
