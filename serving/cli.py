@@ -133,13 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch's intra-op CPU threads, for every PyTorch model in the process (default: torch's)",
     )
     serve.add_argument(
-        "--gil-switch-interval-us",
-        type=int,
-        default=int(_env("gil_switch_interval_us", 200)),
-        help="Python's GIL switch interval in microseconds (Python's default: 5000); shorter lets a "
-        "model's worker thread take its next batch sooner while the event loop is busy",
-    )
-    serve.add_argument(
         "--frontends",
         type=int,
         default=int(_env("frontends", 1)),
@@ -216,7 +209,6 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         access_log_sample_rate=args.access_log_sample_rate,
         drift_interval_s=args.drift_interval,
         torch_threads=None if args.torch_threads is None else int(args.torch_threads),
-        gil_switch_interval_us=args.gil_switch_interval_us,
         repository_poll_secs=args.repository_poll_secs,
         frontends=args.frontends,
         admin_port=args.admin_port,

@@ -29,9 +29,6 @@ class ServerSettings:
     access_log_sample_rate: float = 0.01  # fraction of successful requests in the access log; errors: all
     drift_interval_s: float = 10.0  # how often drift scores are computed (off the request path)
     torch_threads: int | None = None  # torch's intra-op CPU threads (process-wide); None = torch's default
-    # Python's GIL switch interval: how long a thread that wants the GIL (a batch's worker thread back
-    # from the model, gRPC's poller) may wait while the event loop runs Python (docs/performance.md)
-    gil_switch_interval_us: int = 200
     repository_poll_secs: float = 15.0  # poll mode: how often the repository is scanned
     admin_port: int | None = None  # None = the admin service shares the gRPC port; 0 = any free port
     admin_host: str = "127.0.0.1"  # where a separate admin port binds
@@ -78,9 +75,6 @@ class ServerSettings:
             raise ValueError(f"access_log_sample_rate: must be within [0, 1], got {rate}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"torch_threads: must be >= 1, got {self.torch_threads}")
-        if not 10 <= self.gil_switch_interval_us <= 100_000:
-            interval = self.gil_switch_interval_us
-            raise ValueError(f"gil_switch_interval_us: must be within [10, 100000], got {interval}")
         if self.max_inputs_per_request < 1:
             raise ValueError(f"max_inputs_per_request: must be >= 1, got {self.max_inputs_per_request}")
         for name, limit in (

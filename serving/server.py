@@ -18,9 +18,7 @@ port stay here. Shutdown then drains the front-ends (their accepted calls comple
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -215,7 +213,6 @@ class ServingServer:
 
     async def start(self) -> BoundPorts:
         """Bind the ports, serve, then load the models; ServerReady turns true once they are loaded."""
-        sys.setswitchinterval(self.settings.gil_switch_interval_us / 1e6)  # process-wide
         if self.settings.torch_threads is not None:
             from serving.backends.torch import set_torch_threads  # torch is imported only when used
 
@@ -245,10 +242,6 @@ class ServingServer:
             await self.frontends.start()
             log.info("%d front-ends serve gRPC: pids %s", self.frontends.count, self.frontends.pids)
         log.info("gRPC listening on %s:%d, devices: %s", self.settings.host, self.ports.grpc, self.inventory)
-        # Everything built so far (imported modules, torch's and onnxruntime's included: ~200k objects)
-        # lives as long as the process: the cyclic GC need not scan it again on every full collection
-        # (docs/performance.md). Models load after this, so an unloaded model's objects stay collectable.
-        gc.freeze()
         await self._initial_load()
         self.rollouts.start_loop()  # resumes persisted rollouts at their step
         self.ready.set()

@@ -29,7 +29,6 @@ def test_torch_threads_default_is_torchs_own(tmp_path: Path) -> None:
     ("overrides", "message"),
     [
         ({"torch_threads": 0}, "torch_threads: must be >= 1"),
-        ({"gil_switch_interval_us": 0}, "gil_switch_interval_us: must be within"),
         ({"grpc_port": 70000}, "grpc_port: 70000 is not a port number"),
         ({"log_format": "xml"}, "log_format: 'xml'"),
         ({"max_message_bytes": 10}, "max_message_bytes: 10 is too small"),
