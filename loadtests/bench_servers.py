@@ -63,12 +63,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def spawn(name: str, args: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> Subprocess:
+def spawn(
+    name: str, args: Sequence[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> Subprocess:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     environment = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            list(args), stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT, env=environment
+            list(args), stdout=log_file, stderr=subprocess.STDOUT, cwd=cwd, env=environment
         )
     return Subprocess(name, process, log_path)
 
@@ -99,13 +101,22 @@ def _address(pattern: re.Pattern[str]) -> Callable[[str], str | None]:
 
 
 def start_ours(
-    repository: Path, models: Sequence[str], log_path: Path, timeout_s: float = 180.0
+    repository: Path,
+    models: Sequence[str],
+    log_path: Path,
+    timeout_s: float = 180.0,
+    *,
+    checkout: Path = ROOT,
+    extra: Sequence[str] = (),
+    name: str = "ours",
 ) -> Subprocess:
+    """Our server from `checkout` (this one, or e.g. a git worktree of another commit), `extra` flags."""
     args = [sys.executable, "-m", "serving", "serve", "--model-repository", str(repository)]
     args += ["--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--http-port", "-1"]
     for model in models:
         args += ["--load-model", model]
-    return wait_for(spawn("ours", args, log_path), _address(OURS_READY), timeout_s)
+    args += extra
+    return wait_for(spawn(name, args, log_path, cwd=checkout), _address(OURS_READY), timeout_s)
 
 
 def start_noop(log_path: Path, timeout_s: float = 60.0) -> Subprocess:

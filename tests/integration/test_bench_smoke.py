@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from loadtests import commands, served_vs_raw
+from loadtests import commands, served_vs_raw, sidebyside
 from tests.conftest import MODELS
 from tests.servers import ServerProcess
 
@@ -88,3 +89,17 @@ def test_served_vs_raw_spreads_clients_over_processes_and_reports_idle_p50(
     assert "raw    batch 4  :" in out and "raw    batch 8  :" in out and out.count("(best)") == 1, out
     assert "idle (c=1) p50 " in out and "target served >= 0.8 x raw best batch: " in out, out
     assert "target idle p50 <= raw batch-1 p50 + 1 ms: " in out, out
+
+
+def test_side_by_side_measures_each_checkout_and_the_no_model_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m loadtests.sidebyside` at tiny size: this checkout twice (two names), every reply checked."""
+    args = ["--checkout", "a=.", "--checkout", "b=.", "--server-args", "b=--frontends 1"]
+    args += ["--rounds", "1", "--duration", "0.3s", "--concurrency", "2", "--work-dir", str(tmp_path)]
+    code = sidebyside.main(args)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "mlp_small, batch 1, c=2: 1 interleaved 0.3s windows" in out, out
+    for name in ("a", "b", "no-model"):
+        assert re.search(rf"^  {name} +median +[\d,]+ req/s, server CPU +\d+ us/request", out, re.M), out
