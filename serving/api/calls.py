@@ -66,6 +66,20 @@ def gated(method: str) -> bool:
 
 
 @dataclass(frozen=True)
+class _Call:
+    """What the checks need to know of a method, worked out once at registration."""
+
+    method: str
+    admitted: bool  # enters the admission gate
+    inference: bool  # counts against the concurrent inference calls
+    protected: bool  # an admin call: the admin guard applies
+
+    @classmethod
+    def of(cls, method: str) -> _Call:
+        return cls(method, gated(method), method in INFERENCE_CALLS, is_protected(method))
+
+
+@dataclass(frozen=True)
 class CallPolicy:
     """The checks of one gRPC server's calls (the gate is shared with HTTP; see serving/server.py)."""
 
@@ -142,51 +156,48 @@ class CallPolicy:
 
     # ---- every other method --------------------------------------------------------------------------
 
+    async def _admit(self, call: _Call, context: grpc.aio.ServicerContext) -> None:
+        """Enter the gate (when the method is gated) and pass the admin guard (when protected); a refusal
+        aborts the call with its status, the gate left again."""
+        if call.admitted:
+            try:
+                self.gate.enter(call.inference)
+            except ServingError as exc:
+                await context.abort(status_of(exc), message_of(exc))
+        if call.protected:
+            try:
+                self.admin.check_call(call.method, context.invocation_metadata(), context.peer)
+            except ServingError as exc:
+                if call.admitted:
+                    self.gate.leave(call.inference)
+                await context.abort(status_of(exc), message_of(exc))
+
     def _unary(self, method: str, behaviour: Unary) -> Unary:
-        admitted, inference, protected = gated(method), method in INFERENCE_CALLS, is_protected(method)
-        gate, admin, guard = self.gate, self.admin, self.infer_guard
+        call, gate, guard = _Call.of(method), self.gate, self.infer_guard
 
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if admitted:
-                try:
-                    gate.enter(inference)
-                except ServingError as exc:
-                    await context.abort(status_of(exc), message_of(exc))
+            await self._admit(call, context)
             try:
                 try:
-                    if protected:
-                        admin.check_call(method, context.invocation_metadata(), context.peer)
                     guard.check(request)
                 except ServingError as exc:
                     await context.abort(status_of(exc), message_of(exc))
                 return await behaviour(request, context)
             finally:
-                if admitted:
-                    gate.leave(inference)
+                if call.admitted:
+                    gate.leave(call.inference)
 
         return handle
 
     def _streamed(self, method: str, behaviour: Streamed) -> Streamed:
         """A stream is admitted as one call; it ends at its first request that fails the guard: the
         replies to the requests before it are sent, then the call ends with that request's status."""
-        admitted, inference, protected = gated(method), method in INFERENCE_CALLS, is_protected(method)
-        gate, admin, guard = self.gate, self.admin, self.infer_guard
+        call, gate, guard = _Call.of(method), self.gate, self.infer_guard
 
         async def handle(
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
-            if admitted:
-                try:
-                    gate.enter(inference)
-                except ServingError as exc:
-                    await context.abort(status_of(exc), message_of(exc))
-            try:
-                if protected:
-                    admin.check_call(method, context.invocation_metadata(), context.peer)
-            except ServingError as exc:
-                if admitted:
-                    gate.leave(inference)
-                await context.abort(status_of(exc), message_of(exc))
+            await self._admit(call, context)
             refused: list[InvalidInput] = []
 
             async def checked() -> AsyncIterator[Any]:
@@ -202,8 +213,8 @@ class CallPolicy:
                 async for reply in behaviour(checked(), context):
                     yield reply
             finally:
-                if admitted:
-                    gate.leave(inference)
+                if call.admitted:
+                    gate.leave(call.inference)
             if refused:
                 await context.abort(status_of(refused[0]), message_of(refused[0]))
 
