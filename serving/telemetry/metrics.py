@@ -31,6 +31,7 @@ from prometheus_client import (
 
 from serving.backends.base import ComputeTimings
 from serving.lifecycle.state import VersionState
+from serving.telemetry.fast_metrics import FastCounter, FastHistogram
 from serving.telemetry.gpu import GpuCollector, GpuProbe, detect_gpu_probe
 from serving.telemetry.predictions import PredictionCollector, PredictionSource
 
@@ -99,18 +100,15 @@ class ServingMetrics:
             ProcessCollector(registry=registry)
 
     def _init_requests(self, r: CollectorRegistry) -> None:
-        self._requests = Counter(
-            "serving_requests_total",
-            "Inference requests finished, by gRPC status code.",
-            [*_MV, "code"],
-            registry=r,
+        self._requests = FastCounter(
+            "serving_requests_total", "Inference requests finished, by gRPC status code.", [*_MV, "code"], r
         )
-        self._request_seconds = Histogram(
+        self._request_seconds = FastHistogram(
             "serving_request_duration_seconds",
             "End-to-end request latency in the servicer.",
             _MV,
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            r,
+            LATENCY_BUCKETS,
         )
         self._rejected = Counter(
             "serving_requests_rejected_total",
@@ -124,8 +122,8 @@ class ServingMetrics:
             _MV,
             registry=r,
         )
-        self._routed = Counter(
-            "serving_routed_requests_total", "Requests the router sent to a version.", _MV, registry=r
+        self._routed = FastCounter(
+            "serving_routed_requests_total", "Requests the router sent to a version.", _MV, r
         )
         self._weight = Gauge(
             "serving_traffic_weight_ratio", "Configured traffic share of a version (0..1).", _MV, registry=r
@@ -147,24 +145,22 @@ class ServingMetrics:
         )
 
     def _init_batches(self, r: CollectorRegistry) -> None:
-        self._stage_seconds = Histogram(
+        self._stage_seconds = FastHistogram(
             "serving_stage_duration_seconds",
             "Time in one stage: queue (per request) or compute (per batch).",
             [*_MV, "stage"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            r,
+            LATENCY_BUCKETS,
         )
-        self._inferences = Counter(
-            "serving_inferences_total", "Rows inferred in successful batches.", _MV, registry=r
+        self._inferences = FastCounter(
+            "serving_inferences_total", "Rows inferred in successful batches.", _MV, r
         )
-        self._executions = Counter(
-            "serving_executions_total", "Batches executed successfully.", _MV, registry=r
-        )
+        self._executions = FastCounter("serving_executions_total", "Batches executed successfully.", _MV, r)
         self._failures = Counter(
             "serving_execution_failures_total", "Batches the backend failed.", _MV, registry=r
         )
-        self._batch_size = Histogram(
-            "serving_batch_size", "Rows per executed batch.", _MV, buckets=BATCH_SIZE_BUCKETS, registry=r
+        self._batch_size = FastHistogram(
+            "serving_batch_size", "Rows per executed batch.", _MV, r, BATCH_SIZE_BUCKETS
         )
         self._queue_depth = Gauge(
             "serving_queue_depth", "Requests waiting in a version's batcher.", _MV, registry=r
@@ -216,7 +212,7 @@ class ServingMetrics:
             registry=r,
         )
 
-    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+    def _child(self, metric: FastCounter | FastHistogram | Counter, *labels: str) -> Any:
         child = self._children.get((metric, labels))
         if child is None:
             child = self._children[(metric, labels)] = metric.labels(*labels)
