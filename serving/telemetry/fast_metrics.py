@@ -19,6 +19,7 @@ import bisect
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -54,8 +55,6 @@ class HistogramChild:
 class _Family(Collector):
     """Children by label values, registered on `registry` as a collector."""
 
-    kind = ""
-
     def __init__(
         self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
     ) -> None:
@@ -64,6 +63,16 @@ class _Family(Collector):
         self.labelnames = tuple(labelnames)
         self._children: dict[tuple[str, ...], object] = {}
         registry.register(self)
+
+    def labels(self, *values: str) -> Any:
+        """The child of these label values (CounterChild or HistogramChild), made on first use."""
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._new_child()
+        return child
+
+    def _new_child(self) -> object:
+        raise NotImplementedError
 
     def remove_by_labels(self, labels: Mapping[str, str]) -> None:
         """Drop every child whose labels include all of `labels` (prometheus_client's method)."""
@@ -85,13 +94,8 @@ class _Family(Collector):
 
 
 class FastCounter(_Family):
-    kind = "counter"
-
-    def labels(self, *values: str) -> CounterChild:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = CounterChild()
-        return child  # type: ignore[return-value]
+    def _new_child(self) -> CounterChild:
+        return CounterChild()
 
     def _family(self) -> CounterMetricFamily:
         return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -105,8 +109,6 @@ class FastCounter(_Family):
 
 
 class FastHistogram(_Family):
-    kind = "histogram"
-
     def __init__(
         self,
         name: str,
@@ -122,11 +124,8 @@ class FastHistogram(_Family):
         self._le: list[str] = [floatToGoString(b) for b in bounds]  # type: ignore[no-untyped-call]
         super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: str) -> HistogramChild:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = HistogramChild(self._bounds)
-        return child  # type: ignore[return-value]
+    def _new_child(self) -> HistogramChild:
+        return HistogramChild(self._bounds)
 
     def _family(self) -> HistogramMetricFamily:
         return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)

@@ -17,7 +17,7 @@ docs/metrics.md lists it all.
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Mapping
-from typing import Any, Literal
+from typing import Literal
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -84,9 +84,6 @@ class ServingMetrics:
         process_metrics: bool = True,
         class_label_limit: int = DEFAULT_CLASS_LABEL_LIMIT,
     ) -> None:
-        # labelled children of the per-request and per-batch series, by (metric, labels): prometheus'
-        # labels() takes a lock and builds a tuple on every call; forgetting a version clears this
-        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self._init_requests(registry)
         self._init_batches(registry)
         self._init_lifecycle(registry)
@@ -212,28 +209,22 @@ class ServingMetrics:
             registry=r,
         )
 
-    def _child(self, metric: FastCounter | FastHistogram | Counter, *labels: str) -> Any:
-        child = self._children.get((metric, labels))
-        if child is None:
-            child = self._children[(metric, labels)] = metric.labels(*labels)
-        return child
-
     # requests
     def request_finished(self, model: str, version: str, grpc_code: str, seconds: float) -> None:
         code = grpc_code if grpc_code in GRPC_CODES else grpc_code.upper()
         code = code if code in GRPC_CODES else "UNKNOWN"
-        self._child(self._requests, model, version, code).inc()
-        self._child(self._request_seconds, model, version).observe(seconds)
+        self._requests.labels(model, version, code).inc()
+        self._request_seconds.labels(model, version).observe(seconds)
 
     def request_queued_for(self, model: str, version: str, seconds: float) -> None:
-        self._child(self._stage_seconds, model, version, "queue").observe(seconds)
+        self._stage_seconds.labels(model, version, "queue").observe(seconds)
 
     def request_rejected(self, model: str, version: str, reason: str) -> None:
         """`reason`: the batcher's ("queue_full", "deadline", "cancelled"), see REJECT_REASONS."""
         self._rejected.labels(model, version, REJECT_REASONS.get(reason, "other")).inc()
 
     def routed(self, model: str, version: str) -> None:
-        self._child(self._routed, model, version).inc()
+        self._routed.labels(model, version).inc()
 
     def shadow_compared(
         self, model: str, primary: str, shadow: str, agreement: float, seconds: float
@@ -248,14 +239,14 @@ class ServingMetrics:
         if failed:
             self._failures.labels(model, version).inc()
         else:
-            self._child(self._executions, model, version).inc()
-            self._child(self._inferences, model, version).inc(rows)
-            self._child(self._batch_size, model, version).observe(rows)
+            self._executions.labels(model, version).inc()
+            self._inferences.labels(model, version).inc(rows)
+            self._batch_size.labels(model, version).observe(rows)
         if timings is not None:
             for stage, ns in zip(
                 STAGES[1:], (timings.input_ns, timings.infer_ns, timings.output_ns), strict=True
             ):
-                self._child(self._stage_seconds, model, version, stage).observe(ns / 1e9)
+                self._stage_seconds.labels(model, version, stage).observe(ns / 1e9)
 
     # lifecycle
     def model_loaded(self, model: str, version: str, seconds: float) -> None:
@@ -290,7 +281,6 @@ class ServingMetrics:
     def forget_version(self, model: str, version: str) -> None:
         """Remove every series of an unloaded version (its state too: call this after UNLOADED is scraped,
         or not at all if dashboards should keep showing it)."""
-        self._children.clear()
         by_version = {"model": model, "version": version}
         for metric in (
             self._requests,
@@ -353,7 +343,7 @@ class ServingMetrics:
 
     def drift_dropped(self, model: str, version: str) -> None:
         """A request's outputs were not summarised: the drift queue was full."""
-        self._child(self._drift_dropped, model, version).inc()
+        self._drift_dropped.labels(model, version).inc()
 
     def watch_predictions(self, source: PredictionSource) -> None:
         """Export `source`'s prediction distributions at every scrape (nothing counted per request here)."""
