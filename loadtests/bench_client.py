@@ -64,6 +64,7 @@ class Window:
     latencies_s: list[float] = field(default_factory=list)
     errors: int = 0
     first_error: str = ""
+    calls: int = 0  # every call sent in the window, the unmeasured ones (checks, warm-up) included
     checked: int = 0
     wrong: list[str] = field(default_factory=list)
 
@@ -114,6 +115,7 @@ def check_reply(probe: Probe, index: int, reply: bytes) -> str | None:
 async def _check_each(call: Any, probe: Probe, requests: Sequence[bytes], window: Window) -> bool:
     """Warm-up: every distinct request once, each reply checked; False when the server fails one."""
     for index, request in enumerate(requests):
+        window.calls += 1
         try:
             reply = await call(request, timeout=30)
         except grpc.aio.AioRpcError as err:  # the model is missing or broken: measure nothing
@@ -145,6 +147,7 @@ async def _measure(
             index = offset % len(requests)
             while (now := time.perf_counter()) < end:
                 sent += 1
+                window.calls += 1
                 index = (index + 1) % len(requests)
                 try:
                     reply = await call(requests[index], timeout=30)

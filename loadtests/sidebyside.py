@@ -7,12 +7,14 @@ Each checkout (a git worktree of another commit, say) serves the bench repositor
 builds it) from its own folder with this interpreter; the no-model server runs beside them. Rounds of
 one window per server, back to back, so a neighbour's burst hits them alike; every reply is checked
 against in-process ONNX Runtime. Printed per server: median req/s, and the server's CPU per request
-(utime + stime of the whole process over the window, /proc), the steadier of the two figures here.
+(utime + stime of the whole process over the window, /proc, divided by every call of the window, its
+checks and warm-up included), the steadier of the two figures here.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import statistics
 from collections.abc import Sequence
@@ -23,7 +25,7 @@ from loadtests.bench_client import Probe, measure
 from loadtests.bench_servers import ROOT, Subprocess, start_noop, start_ours
 from loadtests.units import parse_duration
 
-CLOCK_TICKS = 100  # /proc/PID/stat counts CPU time in these (os.sysconf("SC_CLK_TCK") on Linux)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc/PID/stat counts CPU time in these
 
 
 def cpu_seconds(pid: int) -> float:
@@ -76,7 +78,7 @@ def _measure(servers: dict[str, tuple[Subprocess, Probe]], args: argparse.Namesp
             spent = cpu_seconds(server.pid) - before
             problems += window.wrong + ([window.first_error] if window.errors else [])
             rates[name].append(window.requests_per_s)
-            costs[name].append(1e6 * spent / max(len(window.latencies_s), 1))
+            costs[name].append(1e6 * spent / max(window.calls, 1))  # the window's checks and warm-up too
     windows = f"{args.rounds} interleaved {args.duration} windows"
     print(f"{args.model}, batch {args.batch}, c={args.concurrency}: {windows}")
     for name in servers:
