@@ -6,9 +6,9 @@
 Each checkout (a git worktree of another commit, say) serves the bench repository (loadtests/bench.py
 builds it) from its own folder with this interpreter; the no-model server runs beside them. Rounds of
 one window per server, back to back, so a neighbour's burst hits them alike; every reply is checked
-against in-process ONNX Runtime. Printed per server: median req/s, and the server's CPU per request
-(utime + stime of the whole process over the window, /proc, divided by every call of the window, its
-checks and warm-up included), the steadier of the two figures here.
+against in-process ONNX Runtime. Printed per server: median req/s, median p50 latency, and the server's
+CPU per request (utime + stime of the whole process over the window, /proc, divided by every call of
+the window, its checks and warm-up included), the steadier of the two figures here.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def _measure(servers: dict[str, tuple[Subprocess, Probe]], args: argparse.Namesp
     duration = parse_duration(args.duration)
     rates: dict[str, list[float]] = {name: [] for name in servers}
     costs: dict[str, list[float]] = {name: [] for name in servers}
+    p50s: dict[str, list[float]] = {name: [] for name in servers}
     problems: list[str] = []
     for server, probe in servers.values():  # warm-up, every reply checked
         window = measure(server.url, probe, args.concurrency, 0.5, 0.2, 1)
@@ -78,6 +79,7 @@ def _measure(servers: dict[str, tuple[Subprocess, Probe]], args: argparse.Namesp
             spent = cpu_seconds(server.pid) - before
             problems += window.wrong + ([window.first_error] if window.errors else [])
             rates[name].append(window.requests_per_s)
+            p50s[name].append(window.p50_s)
             costs[name].append(1e6 * spent / max(window.calls, 1))  # the window's checks and warm-up too
     windows = f"{args.rounds} interleaved {args.duration} windows"
     print(f"{args.model}, batch {args.batch}, c={args.concurrency}: {windows}")
@@ -85,7 +87,8 @@ def _measure(servers: dict[str, tuple[Subprocess, Probe]], args: argparse.Namesp
         runs = " ".join(f"{rate:,.0f}" for rate in rates[name])
         print(
             f"  {name:12s} median {statistics.median(rates[name]):8,.0f} req/s, "
-            f"server CPU {statistics.median(costs[name]):5.0f} us/request   (rounds: {runs})"
+            f"server CPU {statistics.median(costs[name]):5.0f} us/request, "
+            f"p50 {1e3 * statistics.median(p50s[name]):.2f} ms   (rounds: {runs})"
         )
     for problem in problems[:5]:
         print(f"  problem: {problem}")
