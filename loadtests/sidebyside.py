@@ -8,7 +8,8 @@ builds it) from its own folder with this interpreter; the no-model server runs b
 one window per server, back to back, so a neighbour's burst hits them alike; every reply is checked
 against in-process ONNX Runtime. Printed per server: median req/s, median p50 latency, and the server's
 CPU per request (utime + stime of the whole process over the window, /proc, divided by every call of
-the window, its checks and warm-up included), the steadier of the two figures here.
+the window, its checks and warm-up included), the steadier of the two figures here, and of that the
+main thread's, which runs the event loop (at c=32 the loop is what limits ours: docs/performance.md).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from loadtests.units import parse_duration
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc/PID/stat counts CPU time in these
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """CPU time (user + system) of process `pid`, or of its thread `thread` (the main thread: `pid`)."""
+    where = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    fields = Path(where).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
@@ -68,15 +71,18 @@ def _measure(servers: dict[str, tuple[Subprocess, Probe]], args: argparse.Namesp
     rates: dict[str, list[float]] = {name: [] for name in servers}
     costs: dict[str, list[float]] = {name: [] for name in servers}
     p50s: dict[str, list[float]] = {name: [] for name in servers}
+    loops: dict[str, list[float]] = {name: [] for name in servers}  # the main thread runs the event loop
     problems: list[str] = []
     for server, probe in servers.values():  # warm-up, every reply checked
         window = measure(server.url, probe, args.concurrency, 0.5, 0.2, 1)
         problems += window.wrong + ([window.first_error] if window.errors else [])
     for _ in range(args.rounds):
         for name, (server, probe) in servers.items():
-            before = cpu_seconds(server.pid)
+            before, loop_before = cpu_seconds(server.pid), cpu_seconds(server.pid, server.pid)
             window = measure(server.url, probe, args.concurrency, duration, 0.2, 16)
             spent = cpu_seconds(server.pid) - before
+            loop_spent = cpu_seconds(server.pid, server.pid) - loop_before
+            loops[name].append(1e6 * loop_spent / max(window.calls, 1))
             problems += window.wrong + ([window.first_error] if window.errors else [])
             rates[name].append(window.requests_per_s)
             p50s[name].append(window.p50_s)
@@ -87,7 +93,8 @@ def _measure(servers: dict[str, tuple[Subprocess, Probe]], args: argparse.Namesp
         runs = " ".join(f"{rate:,.0f}" for rate in rates[name])
         print(
             f"  {name:12s} median {statistics.median(rates[name]):8,.0f} req/s, "
-            f"server CPU {statistics.median(costs[name]):5.0f} us/request, "
+            f"server CPU {statistics.median(costs[name]):5.0f} us/request "
+            f"(event loop {statistics.median(loops[name]):4.0f}), "
             f"p50 {1e3 * statistics.median(p50s[name]):.2f} ms   (rounds: {runs})"
         )
     for problem in problems[:5]:

@@ -102,4 +102,5 @@ def test_side_by_side_measures_each_checkout_and_the_no_model_server(
     assert code == 0, out
     assert "mlp_small, batch 1, c=2: 1 interleaved 0.3s windows" in out, out
     for name in ("a", "b", "no-model"):
-        assert re.search(rf"^  {name} +median +[\d,]+ req/s, server CPU +\d+ us/request", out, re.M), out
+        line = rf"^  {name} +median +[\d,]+ req/s, server CPU +\d+ us/request \(event loop +\d+\), p50 [\d.]+ ms"
+        assert re.search(line, out, re.M), out
