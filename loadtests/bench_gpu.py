@@ -2,12 +2,16 @@
 
     python -m loadtests.bench_gpu backends REPOSITORY DEVICE    one inference per backend on DEVICE
     python -m loadtests.bench_gpu graphs REPOSITORY DEVICE      CUDA graphs per bucket vs eager
+    python -m loadtests.bench_gpu pinned REPOSITORY DEVICE      merging into pinned memory vs staging
 
 `backends`: the ONNX backend (mlp_small) and the torch backend (resnet50, fp16) each run one batch on
 DEVICE, checked against the same model on the CPU; a backend that cannot use DEVICE (onnxruntime
 without its CUDA provider) is reported as such. `graphs`: resnet50 with `cuda_graphs` true and false
 on DEVICE; for batches inside and between buckets, the outputs must agree and the time per batch of
-each is printed. Without a GPU it says so and checks nothing. Exit 1 when a check fails.
+each is printed. `pinned`: a batch of 128 one-image requests merged as the batcher merges it, into the
+torch backend's pinned `host_buffer` and into plain memory (staged through a pinned block), on DEVICE:
+the outputs must agree, the buffer must be pinned, and the time per batch of each is printed. Without a
+GPU `graphs` and `pinned` say so and check nothing. Exit 1 when a check fails.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 from serving.backends.base import Backend, Placement, TensorDecl
 from serving.backends.devices import detect_inventory
 from serving.backends.loader import create_backend
+from serving.batching.tensors import merge_inputs
 from serving.errors import ServingError
 
 FP32, UINT8 = np.dtype(np.float32), np.dtype(np.uint8)
@@ -126,12 +131,43 @@ def check_graphs(repository: Path, device: str, batches: Sequence[int] = GRAPH_B
     return lines
 
 
+def check_pinned(repository: Path, device: str, rows: int = 128) -> list[str]:
+    """A batch of `rows` one-image requests, merged into the backend's pinned buffer and into plain memory."""
+    if not device.startswith("cuda"):
+        return [f"skipped pinned merge: no GPU (device {device}); merging into a buffer is unit-tested"]
+    import torch
+
+    backend = _backend(repository, "resnet50", device, {"precision": "fp16"})
+    requests = [{"images": _images(1, seed=i)} for i in range(rows)]
+    buffer = backend.host_buffer("images", (rows, 3, 224, 224), UINT8)
+    if buffer is None or not torch.from_numpy(buffer).is_pinned():
+        return [f"FAIL the torch backend on {device} gave no pinned host buffer for a merged batch"]
+
+    def pinned() -> np.ndarray:
+        return backend.infer(merge_inputs(requests, backend.host_buffer)).outputs["logits"]
+
+    def staged() -> np.ndarray:
+        return backend.infer(merge_inputs(requests)).outputs["logits"]
+
+    difference = _relative(pinned(), staged())
+    pinned_ms, staged_ms = _median_ms(pinned), _median_ms(staged)
+    verdict = "ok" if difference <= FP16_TOLERANCE else "FAIL"
+    return [
+        f"{verdict} pinned merge: resnet50 fp16 on {device}, {rows} one-image requests per batch: "
+        f"merged into pinned memory {pinned_ms:.2f} ms, into plain memory then staged {staged_ms:.2f} ms "
+        f"per batch (merge + copy in + model + copy out; {staged_ms / pinned_ms:.2f}x); "
+        f"max rel. difference {difference:.2e}"
+    ]
+
+
+CHECKS = {"backends": check_backends, "graphs": check_graphs, "pinned": check_pinned}
+
+
 def main(argv: Sequence[str]) -> int:
-    if len(argv) != 3 or argv[0] not in ("backends", "graphs"):
-        print("usage: python -m loadtests.bench_gpu backends|graphs REPOSITORY DEVICE", file=sys.stderr)
+    if len(argv) != 3 or argv[0] not in CHECKS:
+        print(f"usage: python -m loadtests.bench_gpu {'|'.join(CHECKS)} REPOSITORY DEVICE", file=sys.stderr)
         return 2
-    check = check_backends if argv[0] == "backends" else check_graphs
-    lines = check(Path(argv[1]), argv[2])
+    lines = CHECKS[argv[0]](Path(argv[1]), argv[2])
     for line in lines:
         print(line, flush=True)
     return 1 if any("FAIL" in line for line in lines) else 0

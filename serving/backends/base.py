@@ -1,7 +1,8 @@
 """The narrow interface every backend implements, and what it returns.
 
 A backend runs one batch on one device. It knows nothing of queues, gRPC or metric names: the batcher
-calls `infer` from a worker thread (never on the event loop) with inputs already merged along axis 0.
+calls `infer` with inputs already merged along axis 0, from a worker thread, or on the event loop for a
+model whose batches take microseconds (serving/batching/batcher.py).
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ class Backend(Protocol):
 
     def infer(self, inputs: TensorMap) -> BatchResult:
         """Run one batch; raise any exception to fail the batch (its message reaches the callers)."""
+        ...
+
+    def host_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Array | None:
+        """A writable host array of `shape` and `dtype` that the batcher may merge input `name` of a batch
+        into, because the backend reads it without a copy of its own (pinned memory, for a GPU); None:
+        the batcher allocates as usual. Called from the thread that runs the batch."""
         ...
 
     def close(self) -> None:

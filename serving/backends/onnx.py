@@ -200,6 +200,9 @@ class OnnxBackend:
         value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", self._device_id)
         binding.bind_ortvalue_input(name, value)
 
+    def host_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Array | None:
+        return None  # onnxruntime copies CPU inputs to a GPU itself
+
     def close(self) -> None:
         self._run_host = _closed
         self._session = None  # onnxruntime frees the session and its device memory with the last reference

@@ -8,6 +8,9 @@ dimension first when the model batches. The element counts were checked when the
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
 
 from serving.backends.base import Backend, BatchResult, Placement
 from serving.types import Array, TensorMap
@@ -48,6 +51,9 @@ class ReshapeBackend:
             raise ValueError(
                 f"reshape: tensor '{name}' of shape {list(array.shape)} cannot become {list(target)}"
             ) from None
+
+    def host_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Array | None:
+        return self.inner.host_buffer(name, shape, dtype)  # a reshape of it is a view: still the buffer
 
     def close(self) -> None:
         self.inner.close()

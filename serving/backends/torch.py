@@ -10,8 +10,10 @@ output comes back as BYTES (UTF-8 encoded), shaped (batch rows, *config dims), o
 when the model does not batch. torch.export bakes non-tensor arguments in as constants, so a `.pt2`
 config with TYPE_STRING tensors is refused at load.
 
-On 'cuda:N' each instance runs on its own CUDA stream (so several instances on one GPU overlap), with
-inputs staged through pinned host memory; the three compute stages are timed after synchronising
+On 'cuda:N' each instance runs on its own CUDA stream (so several instances on one GPU overlap). Inputs
+reach the device from pinned host memory: a batch of several requests is merged straight into pinned
+memory (`host_buffer`), so its copy to the GPU is one DMA; a lone request is staged through a pinned
+block first (one host copy). The three compute stages are timed after synchronising
 that stream, so another instance's work never counts against this one. With `cuda_graphs` a batching
 model replays one CUDA graph per padded batch-size bucket instead of launching its kernels one by one
 (serving/backends/torch_graphs.py: buckets, padding, guards and fallbacks).
@@ -248,11 +250,23 @@ class TorchBackend:
         end = time.perf_counter_ns()
         return BatchResult(outputs, ComputeTimings(moved - start, ran - moved, end - ran))
 
+    def host_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Array | None:
+        """On a GPU, pinned host memory (torch's caching host allocator) for a merged batch input: the
+        batcher concatenates into it and `_to_device` copies it to the device with no staging copy."""
+        torch_type = _NUMPY_TO_TORCH.get(np.dtype(dtype)) if dtype.kind != "O" else None
+        if self._device.type != "cuda" or torch_type is None:
+            return None
+        with torch.cuda.device(self._device):  # as infer's staging does: no context on another GPU
+            pinned: Array = torch.empty(shape, dtype=torch_type, pin_memory=True).numpy()
+        return pinned  # the array keeps its tensor (and so the pinned block) alive
+
     def _to_device(self, name: str, array: Array) -> torch.Tensor | list[str]:
         if array.dtype.kind == "O":
             return utf8_texts(name, array)  # TYPE_STRING → List[str], row-major, as Triton's libtorch
         if self._device.type != "cuda":
             host = torch.from_numpy(_writable_contiguous(array))
+        elif (pinned := _pinned(array)) is not None:
+            host = pinned  # merged into host_buffer: straight to the device
         else:
             # Stage through pinned memory (torch caches pinned blocks): one host copy, then an async DMA.
             dtype = torch_dtype(self._model_file, name, array.dtype)
@@ -351,6 +365,16 @@ def _string_shape(model_file: Path, decl: TensorDecl, batching: bool) -> tuple[i
 
 def _is_text_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _pinned(array: Array) -> torch.Tensor | None:
+    """A tensor over `array`'s memory when that memory is pinned (the batcher merged it into
+    `host_buffer`), else None. Read-only arrays (request bytes) are never pinned: skipped unasked."""
+    flags = array.flags
+    if not (flags.writeable and flags.c_contiguous) or array.dtype not in _NUMPY_TO_TORCH:
+        return None
+    tensor = torch.from_numpy(array)
+    return tensor if tensor.is_pinned() else None
 
 
 def _writable_contiguous(array: Array) -> Array:

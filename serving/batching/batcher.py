@@ -351,7 +351,7 @@ class DynamicBatcher:
 def _run_merged(
     instance: Backend, requests: list[TensorMap], row_counts: list[int]
 ) -> tuple[list[dict[str, Array]], ComputeTimings]:
-    result = instance.infer(merge_inputs(requests))
+    result = instance.infer(merge_inputs(requests, instance.host_buffer))
     return split_outputs(result.outputs, row_counts), result.timings
 
 

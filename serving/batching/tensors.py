@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,11 +45,24 @@ def _name(entry: tuple[str, object, object]) -> str:
     return entry[0]
 
 
-def merge_inputs(requests: Sequence[TensorMap]) -> dict[str, Array]:
-    """Concatenate the requests' inputs along axis 0; a lone request is passed through uncopied."""
+# Where a merged input may go: (name, shape, dtype) → a writable array of that shape and dtype, or None.
+Allocate = Callable[[str, tuple[int, ...], np.dtype[Any]], Array | None]
+
+
+def merge_inputs(requests: Sequence[TensorMap], allocate: Allocate | None = None) -> dict[str, Array]:
+    """Concatenate the requests' inputs along axis 0, into `allocate`'s array where it gives one (the
+    backend's pinned memory, say); a lone request is passed through uncopied."""
     if len(requests) == 1:
         return dict(requests[0])
-    return {name: np.concatenate([r[name] for r in requests], axis=0) for name in requests[0]}
+    merged: dict[str, Array] = {}
+    for name in requests[0]:
+        parts = [r[name] for r in requests]
+        first = parts[0]
+        out = None
+        if allocate is not None:
+            out = allocate(name, (sum(p.shape[0] for p in parts), *first.shape[1:]), first.dtype)
+        merged[name] = np.concatenate(parts, axis=0, out=out)
+    return merged
 
 
 def split_outputs(outputs: Mapping[str, Array], row_counts: Sequence[int]) -> list[dict[str, Array]]:

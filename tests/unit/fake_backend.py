@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,9 @@ class FakeBackend:
         self._started_count = 0
         self._active = 0
         self.max_active = 0  # most batches inside infer at once
+
+    def host_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Array | None:
+        return None
 
     def hold(self) -> None:
         self._gate.clear()

@@ -19,6 +19,7 @@ from serving.backends.loader import create_backend, gpu_capable
 from serving.backends.onnx import OnnxBackend
 from serving.backends.platforms import MODEL_FILENAMES, platform_name
 from serving.backends.torch import TorchBackend, load_module
+from serving.batching.tensors import merge_inputs
 from serving.errors import ModelConfigError, ModelExecutionError, Unavailable
 from serving.types import Array
 
@@ -154,6 +155,13 @@ def test_each_backend_matches_the_numpy_reference(backend: Backend, size: int) -
     timings = result.timings
     assert min(timings.input_ns, timings.infer_ns, timings.output_ns) >= 0
     assert timings.infer_ns > 0
+
+
+def test_on_the_cpu_every_backend_lets_the_batcher_merge_into_plain_memory(backend: Backend) -> None:
+    # A GPU torch backend hands out pinned memory here (run by scripts/gpu_check.sh on a device).
+    assert backend.host_buffer("input", (5, 4), np.dtype(np.float32)) is None
+    merged = merge_inputs([{"input": batch(2)}, {"input": batch(3)}], backend.host_buffer)
+    np.testing.assert_allclose(backend.infer(merged).outputs["probs"][2:], reference(batch(3))[0], atol=1e-5)
 
 
 def test_close_is_idempotent_and_refuses_later_batches(backend: Backend) -> None:

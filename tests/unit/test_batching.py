@@ -22,7 +22,7 @@ from serving.batching.queue import RequestResult
 from serving.batching.tensors import merge_inputs, split_outputs
 from serving.errors import DeadlineExceeded, InvalidInput, ModelExecutionError, QueueFull, Unavailable
 from serving.types import Array, TensorMap
-from tests.unit.fake_backend import TIMINGS, FakeBackend
+from tests.unit.fake_backend import TIMINGS, FakeBackend, double
 
 LONG = 10.0  # generous timeout for anything that must happen
 
@@ -130,6 +130,30 @@ def test_merge_and_split_round_trip_with_mixed_row_counts() -> None:
 def test_merge_passes_a_lone_request_through_without_copying() -> None:
     inputs = request(3)
     assert merge_inputs([inputs])["x"] is inputs["x"]
+
+
+def test_merge_writes_into_the_arrays_allocate_gives_and_allocates_itself_where_it_gives_none() -> None:
+    requests = [
+        {"a": block(1, 0), "b": block(1, 0, dtype=np.int64)},
+        {"a": block(2, 1), "b": block(2, 1, dtype=np.int64)},
+    ]
+    given: dict[str, Array] = {}
+    asked: list[tuple[str, tuple[int, ...], np.dtype[Any]]] = []
+
+    def allocate(name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Array | None:
+        asked.append((name, shape, dtype))
+        if name != "a":
+            return None
+        given[name] = np.full(shape, -1, dtype)
+        return given[name]
+
+    merged = merge_inputs(requests, allocate)
+    assert asked == [("a", (3, 2), np.dtype(np.float32)), ("b", (3, 2), np.dtype(np.int64))]
+    assert merged["a"] is given["a"]
+    np.testing.assert_array_equal(given["a"], block(3, 0))
+    np.testing.assert_array_equal(merged["b"], block(3, 0, dtype=np.int64))
+    lone = request(2)
+    assert merge_inputs([lone], allocate)["x"] is lone["x"] and len(asked) == 2  # not asked: no merge
 
 
 def test_split_rejects_outputs_whose_rows_do_not_match_the_batch() -> None:
@@ -429,6 +453,37 @@ async def test_an_inline_model_returns_to_its_thread_only_well_above_the_thresho
     # the average of 1.8x the threshold (≈ 1.6e-4 after ten batches) keeps an inline model inline, so
     # preempted batches on a busy machine do not flip it; 10x sends it back to its thread
     assert seen[:12] == [True] * 12 and seen[-1] is False
+
+
+class BufferedBackend(FakeBackend):
+    """Gives the batcher its own arrays to merge into (as the torch backend gives pinned memory on a GPU),
+    and notes for every batch whether its input arrived in one of them."""
+
+    def __init__(self) -> None:
+        super().__init__(self._note)
+        self.buffers: list[Array] = []
+        self.in_buffer: list[bool] = []
+
+    def host_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Array | None:
+        self.buffers.append(np.empty(shape, dtype))
+        return self.buffers[-1]
+
+    def _note(self, inputs: TensorMap) -> dict[str, Array]:
+        self.in_buffer.append(any(inputs["x"] is buffer for buffer in self.buffers))
+        return double(inputs)
+
+
+async def test_a_merged_batch_reaches_the_backend_in_its_own_buffer(make: Factory) -> None:
+    backend = BufferedBackend()
+    batcher = await make([backend], BatchingPolicy(max_batch_size=8, max_queue_delay_s=100.0))
+    blocker = await hold_with_blocker(batcher, backend)  # alone: passed through, nothing merged
+    tasks = [submit(batcher, request(1, start=i)) for i in range(3)]
+    await settle()
+    backend.release()
+    answers = await results([blocker, *tasks])
+    assert backend.batch_rows == [1, 3] and backend.in_buffer == [False, True]
+    for i, answer in enumerate(answers[1:]):
+        np.testing.assert_array_equal(answer.outputs["x_out"], block(1, i) * 2)
 
 
 async def test_two_instances_run_batches_in_parallel(make: Factory) -> None:
