@@ -47,6 +47,7 @@ from serving.backends.base import BatchResult, ComputeTimings, InstanceSpec, Pla
 from serving.backends.devices import DeviceInventory, gpu_index
 from serving.backends.torch_graphs import CudaGraphs, cuda_graphs_wanted
 from serving.errors import ModelConfigError, ModelExecutionError, Unavailable
+from serving.parameters import flag
 from serving.types import Array, TensorMap, utf8_bytes, utf8_texts
 
 logger = logging.getLogger("serving.backends")
@@ -109,15 +110,11 @@ def compute_dtype(
 
 def cudnn_benchmark(model_file: Path, parameters: Mapping[str, str], device: torch.device) -> bool:
     """Whether to turn torch.backends.cudnn.benchmark on for this model (GPU placements only)."""
-    value = parameters.get("cudnn_benchmark", "false").lower()
-    if value not in ("true", "false"):
-        raise ModelConfigError(
-            f"{model_file}: parameter cudnn_benchmark must be true or false, got {value!r}"
-        )
-    if value == "true" and device.type != "cuda":
+    wanted = flag(parameters, "cudnn_benchmark", str(model_file))
+    if wanted and device.type != "cuda":
         logger.info("%s: cudnn_benchmark ignored on the CPU", model_file)
         return False
-    return value == "true"
+    return wanted
 
 
 def load_module(model_file: Path, device: torch.device) -> torch.nn.Module:

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from serving.parameters import flag
+
 logger = logging.getLogger("serving.backends")
 
 GraphKey = tuple[int, tuple[tuple[tuple[int, ...], torch.dtype], ...]]
@@ -156,12 +158,7 @@ def cuda_graphs_wanted(
 ) -> bool:
     """The config parameter `cuda_graphs` (true | false, default false), honoured on a CUDA placement of
     a batching model; elsewhere it is logged and ignored."""
-    from serving.errors import ModelConfigError
-
-    value = parameters.get("cuda_graphs", "false").lower()
-    if value not in ("true", "false"):
-        raise ModelConfigError(f"{model_file}: parameter cuda_graphs must be true or false, got {value!r}")
-    if value == "false":
+    if not flag(parameters, "cuda_graphs", str(model_file)):
         return False
     if device.type != "cuda":
         logger.info("%s: cuda_graphs ignored on the CPU", model_file)

@@ -26,6 +26,7 @@ from serving.errors import ModelConfigError, ServingError, Unavailable
 from serving.lifecycle.repository import BackendLoader, ModelSpec, VersionSource
 from serving.lifecycle.state import VersionState
 from serving.lifecycle.warmup import default_sample
+from serving.parameters import flag
 from serving.telemetry.observer import Telemetry
 from serving.telemetry.statistics import VersionStats
 from serving.types import Array
@@ -45,7 +46,7 @@ def batching_policy(spec: ModelSpec, default_max_queue_size: int = 0) -> Batchin
     A config without max_queue_size gets the server's `default_max_queue_size` (0 = unbounded).
     ModelConfigError for a malformed `batching.*` parameter."""
     db = spec.dynamic_batching
-    strict = _flag(spec, STRICT_DELAY_PARAMETER)
+    strict = flag(spec.parameters, STRICT_DELAY_PARAMETER, f"model '{spec.name}'")
     if db is None:
         return BatchingPolicy(max_batch_size=0)
     return BatchingPolicy(
@@ -57,15 +58,6 @@ def batching_policy(spec: ModelSpec, default_max_queue_size: int = 0) -> Batchin
         default_timeout_s=db.queue.default_timeout_s,
         allow_timeout_override=db.queue.allow_timeout_override,
     )
-
-
-def _flag(spec: ModelSpec, key: str) -> bool:
-    value = spec.parameters.get(key, "false").strip().lower()
-    if value not in ("true", "false"):
-        raise ModelConfigError(
-            f"model '{spec.name}': parameter '{key}' must be \"true\" or \"false\", got {value!r}"
-        )
-    return value == "true"
 
 
 def inline_below_s(spec: ModelSpec) -> float:

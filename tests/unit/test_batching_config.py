@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from serving.backends.base import Placement
+from serving.errors import ModelConfigError
 from serving.lifecycle.repository import ModelRepository, ModelSpec, version_source
 from serving.lifecycle.version import (
     DEFAULT_INLINE_BELOW_US,
@@ -15,6 +16,7 @@ from serving.lifecycle.version import (
     batching_policy,
     inline_below_s,
 )
+from serving.parameters import flag
 from tests.model_factory import add_model_config, write_add_repository
 from tests.unit.fake_backend import FakeBackend
 
@@ -54,3 +56,18 @@ async def test_a_malformed_batching_parameter_fails_the_load_naming_it(
     await version.load(lambda *_: backend)
     assert backend.batches == []  # refused before any warm-up ran
     assert version.state is VersionState.FAILED and key in version.reason
+
+
+@pytest.mark.parametrize(
+    ("parameters", "expected"),
+    [({}, False), ({"k": "true"}, True), ({"k": " TRUE "}, True), ({"k": "False"}, False)],
+)
+def test_a_flag_parameter_reads_true_or_false_in_any_case(parameters: dict[str, str], expected: bool) -> None:
+    assert flag(parameters, "k", "model 'm'") is expected
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "", "on"])
+def test_a_flag_parameter_refuses_anything_else_naming_its_owner_and_key(value: str) -> None:
+    message = f"model 'm': parameter 'k' must be \"true\" or \"false\", got {value!r}"
+    with pytest.raises(ModelConfigError, match=message):
+        flag({"k": value}, "k", "model 'm'")

@@ -70,7 +70,7 @@ def test_a_graph_is_specific_to_bucket_dims_and_dtype() -> None:
 
 def test_the_parameter_is_checked_and_honoured_only_on_cuda_with_batching() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    with pytest.raises(ModelConfigError, match="cuda_graphs must be true or false, got 'yes'"):
+    with pytest.raises(ModelConfigError, match="parameter 'cuda_graphs' must be \"true\" or \"false\", got 'yes'"):
         cuda_graphs_wanted("m.pt", {"cuda_graphs": "yes"}, cuda, 8)
     assert not cuda_graphs_wanted("m.pt", {"cuda_graphs": "true"}, cpu, 8)
     assert not cuda_graphs_wanted("m.pt", {"cuda_graphs": "true"}, cuda, 0)
