@@ -19,7 +19,7 @@ import bisect
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -52,8 +52,12 @@ class HistogramChild:
         counts[-1] += amount
 
 
-class _Family(Collector):
-    """Children by label values, registered on `registry` as a collector."""
+Child = TypeVar("Child", CounterChild, HistogramChild)
+
+
+class _Family(Collector, Generic[Child]):
+    """Children by label values, registered on `registry` as a collector; a subclass says how to make a
+    child, which metric family it exposes, and how one child's samples go into it."""
 
     def __init__(
         self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
@@ -61,17 +65,17 @@ class _Family(Collector):
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], object] = {}
+        self._children: dict[tuple[str, ...], Child] = {}
         registry.register(self)
 
-    def labels(self, *values: str) -> Any:
-        """The child of these label values (CounterChild or HistogramChild), made on first use."""
+    def labels(self, *values: str) -> Child:
+        """The child of these label values, made on first use."""
         child = self._children.get(values)
         if child is None:
             child = self._children[values] = self._new_child()
         return child
 
-    def _new_child(self) -> object:
+    def _new_child(self) -> Child:
         raise NotImplementedError
 
     def remove_by_labels(self, labels: Mapping[str, str]) -> None:
@@ -83,32 +87,35 @@ class _Family(Collector):
         for key in [k for k in list(self._children) if all(k[i] == v for i, v in wanted)]:
             self._children.pop(key, None)
 
-    def _items(self) -> list[tuple[tuple[str, ...], object]]:
-        return list(self._children.items())
-
     def describe(self) -> Iterator[Metric]:
         yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for values, child in list(self._children.items()):
+            self._add(family, values, child)
+        yield family
 
     def _family(self) -> Metric:
         raise NotImplementedError
 
+    def _add(self, family: Metric, values: tuple[str, ...], child: Child) -> None:
+        raise NotImplementedError
 
-class FastCounter(_Family):
+
+class FastCounter(_Family[CounterChild]):
     def _new_child(self) -> CounterChild:
         return CounterChild()
 
     def _family(self) -> CounterMetricFamily:
         return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def collect(self) -> Iterator[Metric]:
-        family = self._family()
-        for values, child in self._items():
-            assert isinstance(child, CounterChild)
-            family.add_metric(values, child.value[0], created=child.created)
-        yield family
+    def _add(self, family: Metric, values: tuple[str, ...], child: CounterChild) -> None:
+        assert isinstance(family, CounterMetricFamily)
+        family.add_metric(values, child.value[0], created=child.created)
 
 
-class FastHistogram(_Family):
+class FastHistogram(_Family[HistogramChild]):
     def __init__(
         self,
         name: str,
@@ -130,17 +137,14 @@ class FastHistogram(_Family):
     def _family(self) -> HistogramMetricFamily:
         return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def collect(self) -> Iterator[Metric]:
-        family = self._family()
-        for values, child in self._items():
-            assert isinstance(child, HistogramChild)
-            counts = list(child.counts)  # one step: a consistent copy
-            cumulative, running = [], 0.0
-            for le, count in zip(self._le, counts, strict=False):
-                running += count
-                cumulative.append((le, running))
-            family.add_metric(values, cumulative, counts[-1])
-            family.add_sample(
-                f"{self.name}_created", dict(zip(self.labelnames, values, strict=True)), child.created
-            )
-        yield family
+    def _add(self, family: Metric, values: tuple[str, ...], child: HistogramChild) -> None:
+        assert isinstance(family, HistogramMetricFamily)
+        counts = list(child.counts)  # one step: a consistent copy
+        cumulative, running = [], 0.0
+        for le, count in zip(self._le, counts, strict=False):
+            running += count
+            cumulative.append((le, running))
+        family.add_metric(values, cumulative, counts[-1])
+        family.add_sample(
+            f"{self.name}_created", dict(zip(self.labelnames, values, strict=True)), child.created
+        )
