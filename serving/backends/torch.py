@@ -250,7 +250,7 @@ class TorchBackend:
     def host_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Array | None:
         """On a GPU, pinned host memory (torch's caching host allocator) for a merged batch input: the
         batcher concatenates into it and `_to_device` copies it to the device with no staging copy."""
-        torch_type = _NUMPY_TO_TORCH.get(np.dtype(dtype)) if dtype.kind != "O" else None
+        torch_type = _NUMPY_TO_TORCH.get(np.dtype(dtype))  # None for BYTES (object) and the like
         if self._device.type != "cuda" or torch_type is None:
             return None
         with torch.cuda.device(self._device):  # as infer's staging does: no context on another GPU
