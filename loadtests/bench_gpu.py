@@ -3,6 +3,7 @@
     python -m loadtests.bench_gpu backends REPOSITORY DEVICE    one inference per backend on DEVICE
     python -m loadtests.bench_gpu graphs REPOSITORY DEVICE      CUDA graphs per bucket vs eager
     python -m loadtests.bench_gpu pinned REPOSITORY DEVICE      merging into pinned memory vs staging
+    python -m loadtests.bench_gpu slots REPOSITORY DEVICE       a lone request from a page-locked slot
 
 `backends`: the ONNX backend (mlp_small) and the torch backend (resnet50, fp16) each run one batch on
 DEVICE, checked against the same model on the CPU; a backend that cannot use DEVICE (onnxruntime
@@ -10,8 +11,12 @@ without its CUDA provider) is reported as such. `graphs`: resnet50 with `cuda_gr
 on DEVICE; for batches inside and between buckets, the outputs must agree and the time per batch of
 each is printed. `pinned`: a batch of 128 one-image requests merged as the batcher merges it, into the
 torch backend's pinned `host_buffer` and into plain memory (staged through a pinned block), on DEVICE:
-the outputs must agree, the buffer must be pinned, and the time per batch of each is printed. Without a
-GPU `graphs` and `pinned` say so and check nothing. Exit 1 when a check fails.
+the outputs must agree, the buffer must be pinned, and the time per batch of each is printed. `slots`: a
+front-end's slot ring page-locked as the model worker does it (serving/backends/host_memory.py), one
+image read from a read-only view of a slot (as serving/frontends/link.py builds it) against the same
+image in plain memory (staged): the ring must read as pinned until unpinned, the outputs must agree,
+and the time per request of each is printed. Without a GPU `graphs`, `pinned` and `slots` say so and
+check nothing. Exit 1 when a check fails.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ import numpy as np
 
 from serving.backends.base import Backend, Placement, TensorDecl
 from serving.backends.devices import detect_inventory
+from serving.backends.host_memory import pin_host_memory
 from serving.backends.loader import create_backend
 from serving.batching.tensors import merge_inputs
 from serving.errors import ServingError
+from serving.frontends.ring import ALIGN, SlotRing
 
 FP32, UINT8 = np.dtype(np.float32), np.dtype(np.uint8)
 RESNET_IN = [TensorDecl("images", UINT8, (3, 224, 224))]
@@ -160,7 +167,47 @@ def check_pinned(repository: Path, device: str, rows: int = 128) -> list[str]:
     ]
 
 
-CHECKS = {"backends": check_backends, "graphs": check_graphs, "pinned": check_pinned}
+def check_slots(repository: Path, device: str) -> list[str]:
+    """One image from a page-locked front-end slot (one DMA) against the same image staged."""
+    if not device.startswith("cuda"):
+        return [f"skipped page-locked slots: no GPU (device {device}); their lifetime is unit-tested"]
+    import torch
+
+    backend = _backend(repository, "resnet50", device, {"precision": "fp16"})
+    ring = SlotRing.create(slots=4)
+    ring.unlink()
+    image = _images(1)
+    size = image.nbytes
+    np.frombuffer(ring.memory, np.uint8, size, ring.start(1))[:] = image.reshape(-1)
+
+    def ring_pinned() -> bool:
+        return bool(torch.from_numpy(np.frombuffer(ring.memory, np.uint8, ALIGN)).is_pinned())
+
+    unpin = pin_host_memory(ring.memory, "a test slot ring")
+    if unpin is None or not ring_pinned():
+        return [f"FAIL the slot ring could not be page-locked on {device} (see the log)"]
+    view = np.frombuffer(ring.memory, np.uint8, size, ring.start(1)).reshape(image.shape)
+    view.flags.writeable = False  # as the link hands a slot's inputs to the core
+
+    def from_slot() -> np.ndarray:
+        return backend.infer({"images": view}).outputs["logits"]
+
+    def staged() -> np.ndarray:
+        return backend.infer({"images": image}).outputs["logits"]
+
+    difference = _relative(from_slot(), staged())
+    slot_ms, staged_ms = _median_ms(from_slot), _median_ms(staged)
+    unpin()  # every copy from the view has finished: infer synchronises before it returns
+    lines = [] if not ring_pinned() else ["FAIL the ring still reads as pinned after unpinning"]
+    verdict = "ok" if difference <= FP16_TOLERANCE else "FAIL"
+    return lines + [
+        f"{verdict} page-locked slots: resnet50 fp16 on {device}, one image per request: from the slot "
+        f"{slot_ms:.3f} ms, staged {staged_ms:.3f} ms ({staged_ms / slot_ms:.2f}x); "
+        f"max rel. difference {difference:.2e}"
+    ]
+
+
+CHECKS = {"backends": check_backends, "graphs": check_graphs, "pinned": check_pinned, "slots": check_slots}
 
 
 def main(argv: Sequence[str]) -> int:

@@ -11,6 +11,7 @@
 #   3. one inference per backend on cuda:0, against the CPU         (python -m loadtests.bench_gpu backends)
 #   4. CUDA graphs per batch-size bucket against eager              (python -m loadtests.bench_gpu graphs)
 #      and a batch merged into pinned memory against one staged      (python -m loadtests.bench_gpu pinned)
+#      and one image from a page-locked front-end slot               (python -m loadtests.bench_gpu slots)
 #   5. served vs raw: ResNet-50 fp16, batch-1 UINT8 requests from many client processes against raw torch's
 #      best batch, and the idle p50                                  (python -m loadtests.served_vs_raw)
 # Without a GPU it says so, falls back to the CPU (small sizes: it only shows that every step runs),
@@ -111,6 +112,7 @@ fi
 step "one inference per backend" 120 "$PYTHON" -m loadtests.bench_gpu backends "$REPO" "$DEVICE"
 step "CUDA graphs per bucket" 120 "$PYTHON" -m loadtests.bench_gpu graphs "$REPO" "$DEVICE"
 step "merged into pinned memory" 120 "$PYTHON" -m loadtests.bench_gpu pinned "$REPO" "$DEVICE"
+step "page-locked front-end slots" 120 "$PYTHON" -m loadtests.bench_gpu slots "$REPO" "$DEVICE"
 
 # The server, on a port of its own choosing; its log goes into the results when something fails.
 SERVER_LOG="$WORK/server.log"

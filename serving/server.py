@@ -37,6 +37,7 @@ from serving.api.request_guard import InferGuard
 from serving.api.tls import ServerTls
 from serving.backends.base import Backend, Placement, TensorDecl
 from serving.backends.devices import DeviceInventory, detect_inventory, plan_placements
+from serving.backends.host_memory import pin_host_memory
 from serving.backends.loader import create_backend, gpu_capable
 from serving.backends.reshape import with_reshape
 from serving.config import ServerSettings
@@ -165,7 +166,8 @@ class ServingServer:
             log_format=s.log_format,
             log_level=s.log_level,
         )
-        pool = FrontEndPool(s.frontends, options, self.service, self.monitoring.requests)
+        pin = pin_host_memory if self.inventory.gpu_count else None  # slots straight to the GPU
+        pool = FrontEndPool(s.frontends, options, self.service, self.monitoring.requests, pin)
         self.metrics_registry.register(FrontEndCollector(pool))
         return pool
 

@@ -12,7 +12,8 @@ config with TYPE_STRING tensors is refused at load.
 
 On 'cuda:N' each instance runs on its own CUDA stream (so several instances on one GPU overlap). Inputs
 reach the device from pinned host memory: a batch of several requests is merged straight into pinned
-memory (`host_buffer`), so its copy to the GPU is one DMA; a lone request is staged through a pinned
+memory (`host_buffer`), and a lone request that came through a front-end's page-locked slot is copied
+from there, so either copy to the GPU is one DMA; any other lone request is staged through a pinned
 block first (one host copy). The three compute stages are timed after synchronising
 that stream, so another instance's work never counts against this one. With `cuda_graphs` a batching
 model replays one CUDA graph per padded batch-size bucket instead of launching its kernels one by one
@@ -35,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -365,12 +367,14 @@ def _is_text_list(value: Any) -> bool:
 
 
 def _pinned(array: Array) -> torch.Tensor | None:
-    """A tensor over `array`'s memory when that memory is pinned (the batcher merged it into
-    `host_buffer`), else None. Read-only arrays (request bytes) are never pinned: skipped unasked."""
-    flags = array.flags
-    if not (flags.writeable and flags.c_contiguous) or array.dtype not in _NUMPY_TO_TORCH:
+    """A tensor over `array`'s memory when that memory is pinned, else None: the batcher merged it into
+    `host_buffer`, or it is a read-only view of a front-end's slot that the worker page-locked
+    (serving/backends/host_memory.py). The tensor is only read, by the copy to the device."""
+    if not array.flags.c_contiguous or array.dtype not in _NUMPY_TO_TORCH:
         return None
-    tensor = torch.from_numpy(array)
+    with warnings.catch_warnings():  # from_numpy warns on read-only arrays; nothing writes to this one
+        warnings.simplefilter("ignore", UserWarning)
+        tensor = torch.from_numpy(array)
     return tensor if tensor.is_pinned() else None
 
 

@@ -8,6 +8,11 @@ slot and replies. A weak reference to the slot's view tells when nothing (a shad
 running) holds the inputs any more: the reply says so, or a FREE frame follows later.
 
 A front-end that goes away takes only its own requests with it: they are cancelled here.
+
+On a GPU the worker page-locks each ring (`pin`, serving/backends/host_memory.py, injected by the
+server), so a lone request's inputs go from their slot to the device in one DMA. The registration is
+undone once the front-end has gone and the last view of its slots is released (a batch may still be
+copying from them until then).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import functools
 import json
 import logging
 import math
+import mmap
 import struct
 import time
 import weakref
@@ -41,6 +47,7 @@ from serving.types import V2_TO_NUMPY, Array, numpy_to_v2
 
 log = logging.getLogger("serving.frontends")
 _U32 = struct.Struct("<I")
+Pin = Callable[[mmap.mmap, str], Callable[[], None] | None]  # memory, what it is -> unpin, or None
 
 
 @dataclass
@@ -54,10 +61,13 @@ class FrontEndFacts:
 
 
 class WorkerLink:
-    def __init__(self, service: InferenceService, recorder: RequestRecorder | None, path: Path) -> None:
+    def __init__(
+        self, service: InferenceService, recorder: RequestRecorder | None, path: Path, pin: Pin | None = None
+    ) -> None:
         self._service = service
         self._recorder = recorder
         self.path = path
+        self._pin = pin
         self.connected: list[FrontEndFacts] = []
         self._changed = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
@@ -96,10 +106,12 @@ class WorkerLink:
             return
         facts = FrontEndFacts(self._next_index, int(hello["pid"]))
         self._next_index += 1
+        what = f"front-end pid {facts.pid}'s slot ring"
+        unpin = None if self._pin is None else self._pin(ring.memory, what)
         writer.write(wire.frame(wire.WELCOME, facts.index))
         self.connected.append(facts)
         self._changed.set()
-        connection = _Connection(self._service, self._recorder, ring, writer, facts)
+        connection = _Connection(self._service, self._recorder, ring, writer, facts, unpin)
         self._writers.add(writer)
         try:
             await connection.run(reader)
@@ -110,6 +122,7 @@ class WorkerLink:
             for task in list(facts.tasks.values()):
                 task.cancel()  # its front-end is gone: nobody waits for these replies
             writer.close()
+            connection.gone()
             log.info("front-end pid %d disconnected", facts.pid)
 
 
@@ -121,6 +134,7 @@ class _Connection:
         ring: SlotRing,
         writer: asyncio.StreamWriter,
         facts: FrontEndFacts,
+        unpin: Callable[[], None] | None = None,
     ) -> None:
         self._service = service
         self._recorder = recorder
@@ -128,6 +142,9 @@ class _Connection:
         self._writer = writer
         self._facts = facts
         self._held: set[int] = set()  # slots whose reply said "held": FREE follows when released
+        self._viewed = 0  # slots whose inputs are still viewed (a finalizer per slot counts it down)
+        self._unpin = unpin
+        self._gone = False
         loop = asyncio.get_running_loop()
         self._loop = loop
 
@@ -192,6 +209,7 @@ class _Connection:
         ring = self._ring
         base = np.frombuffer(ring.memory, np.uint8, ring.slot_bytes, ring.start(slot))
         watch = weakref.finalize(base, self._released_soon, slot)
+        self._viewed += 1
         inputs = {
             name: _tensor(base[offset : offset + size], name, datatype, tuple(shape))
             for name, datatype, shape, offset, size in head["in"]
@@ -247,10 +265,22 @@ class _Connection:
             self._loop.call_soon_threadsafe(self._released, slot)
 
     def _released(self, slot: int) -> None:
+        self._viewed -= 1
         if slot in self._held:
             self._held.discard(slot)
             if not self._writer.is_closing():
                 self._writer.write(wire.frame(wire.FREE, slot))
+        self._unpin_when_unused()
+
+    def gone(self) -> None:
+        """The front-end has disconnected: its ring is unpinned once no view of a slot is left."""
+        self._gone = True
+        self._unpin_when_unused()
+
+    def _unpin_when_unused(self) -> None:
+        if self._gone and not self._viewed and self._unpin is not None:
+            unpin, self._unpin = self._unpin, None
+            unpin()
 
 
 def _tensor(piece: Array, name: str, datatype: str, shape: tuple[int, ...]) -> Array:

@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from serving.api.request_log import RequestRecorder
 from serving.core.service import InferenceService
 from serving.frontends.frontend import FrontEndOptions
-from serving.frontends.link import WorkerLink
+from serving.frontends.link import Pin, WorkerLink
 
 log = logging.getLogger("serving.frontends")
 START_TIMEOUT_S = 60.0
@@ -41,11 +41,12 @@ class FrontEndPool:
         options: FrontEndOptions,
         service: InferenceService,
         recorder: RequestRecorder | None,
+        pin: Pin | None = None,
     ) -> None:
         self.count = count
         self._folder = Path(tempfile.mkdtemp(prefix="serving-worker-"))
         self.worker_grpc = self._folder / "grpc.sock"
-        self.link = WorkerLink(service, recorder, self._folder / "link.sock")
+        self.link = WorkerLink(service, recorder, self._folder / "link.sock", pin)
         self._options = dataclasses.replace(
             options, worker_grpc=str(self.worker_grpc), link=str(self.link.path)
         )

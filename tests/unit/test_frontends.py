@@ -6,6 +6,9 @@ whose `infer` can keep the request, as a shadow copy does."""
 from __future__ import annotations
 
 import asyncio
+import mmap
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +168,63 @@ def test_a_request_cancelled_at_once_still_frees_its_slot(tmp_path: Path) -> Non
         await link.close()
 
     asyncio.run(run())
+
+
+class _Pins:
+    """Stands in for cudaHostRegister (no GPU here): records each ring pinned and each one unpinned."""
+
+    def __init__(self) -> None:
+        self.pinned: list[tuple[int, str]] = []
+        self.unpinned = 0
+
+    def __call__(self, memory: mmap.mmap, what: str) -> Callable[[], None]:
+        self.pinned.append((len(memory), what))
+
+        def unpin() -> None:
+            assert not memory.closed, "unpinned while still mapped"
+            self.unpinned += 1
+
+        return unpin
+
+
+def test_a_pinned_ring_is_unpinned_once_its_front_end_is_gone_and_no_view_is_left(tmp_path: Path) -> None:
+    async def run() -> None:
+        facade, pins = _Facade(keep=True), _Pins()
+        link = WorkerLink(facade, None, tmp_path / "link.sock", pins)  # type: ignore[arg-type]
+        await link.start()
+        ring = SlotRing(tmp_path / "ring", 2, 4096, create=True)
+        client = WorkerClient(ring)
+        await client.connect(link.path)
+        reply = await client.infer(_request(np.ones((1, 4), np.float32)), "")
+        assert reply.model_name == "m"
+        assert pins.pinned == [(2 * 4096, f"front-end pid {os.getpid()}'s slot ring")], "the whole ring, once"
+        client.close()  # the front-end goes while the worker still holds a request's inputs
+        for _ in range(100):
+            if not link.connected:
+                break
+            await asyncio.sleep(0.01)
+        assert not link.connected
+        await asyncio.sleep(0.05)
+        assert pins.unpinned == 0, "a view of a slot is alive (a batch may still copy from it)"
+        kept = facade.kept.pop()
+        assert np.array_equal(kept.inputs["x"], np.ones((1, 4), np.float32))
+        del kept
+        for _ in range(100):
+            if pins.unpinned:
+                break
+            await asyncio.sleep(0.01)
+        assert pins.unpinned == 1, "unpinned once the last view was released"
+        await link.close()
+
+    asyncio.run(run())
+
+
+def test_pinning_without_a_gpu_leaves_the_memory_pageable() -> None:
+    from serving.backends.host_memory import pin_host_memory
+
+    memory = mmap.mmap(-1, 4096)
+    assert pin_host_memory(memory, "a test ring") is None  # this machine has no CUDA device
+    memory.close()  # no buffer export left behind
 
 
 def test_frontends_setting_and_flag(tmp_path: Path) -> None:
