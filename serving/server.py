@@ -3,7 +3,8 @@
 KServe v2 over HTTP (serving/api/http) runs beside gRPC in the same event loop, on the same facade
 (serving.core.service.InferenceService), unless `http_port` is None.
 The admin service (serving.admin.ModelAdmin) shares the gRPC port unless `admin_port` gives it its own
-server on `admin_host`; with `admin_token_file`, an interceptor guards the admin calls on both.
+server on `admin_host`; the admin guard (serving/api/auth.py: the token, or loopback peers only without
+one) checks the admin calls on both, as each call is admitted (serving/api/calls.py).
 
 Shutdown order: stop polling the repository → stop taking new RPCs and HTTP requests (and report not
 ready) → let running ones finish within the grace period → let shadow copies finish → drain every

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
-
-from serving.api.status import message_of, status_of
 from serving.errors import Unauthenticated
 from serving.quoting import clip
 
@@ -36,7 +33,6 @@ PROTECTED_METHODS = frozenset(
 )
 AUTHORIZATION = "authorization"
 BEARER = "bearer "
-Behaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 def read_token(path: Path) -> str:
@@ -132,59 +128,3 @@ class AdminGuard:
         """An HTTP repository call: `remote` is aiohttp's request.remote, `headers` its items()."""
         self.check_peer(path, remote or "unknown peer", is_loopback_address(remote))
         self.check_token(path, bearer_token(headers))
-
-
-class AdminGuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Applies the AdminGuard to the protected gRPC methods: the token from the call's metadata; the
-    peer (known only inside the call, `context.peer()`) by wrapping the handler when no token is set."""
-
-    def __init__(self, guard: AdminGuard) -> None:
-        self._guard = guard
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        if not is_protected(method):
-            return await continuation(handler_call_details)
-        if self._guard.needs_token:
-            try:
-                self._guard.check_token(method, bearer_token(handler_call_details.invocation_metadata))
-            except Unauthenticated as exc:
-                return _refusal(exc)
-            return await continuation(handler_call_details)
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        cached = self._wrapped.get(method)
-        if cached is None or cached[0] is not handler:
-            outer = grpc.unary_unary_rpc_method_handler(
-                self._loopback_only(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-            cached = self._wrapped[method] = (handler, outer)
-        return cached[1]
-
-    def _loopback_only(self, method: str, behaviour: Behaviour) -> Behaviour:
-        guard = self._guard
-
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            peer = context.peer() or ""
-            try:
-                guard.check_peer(method, peer, is_loopback_peer(peer))
-            except Unauthenticated as exc:
-                await context.abort(status_of(exc), message_of(exc))
-            return await behaviour(request, context)
-
-        return guarded
-
-
-def _refusal(error: Unauthenticated) -> grpc.RpcMethodHandler:
-    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(status_of(error), message_of(error))
-
-    return grpc.unary_unary_rpc_method_handler(refuse)

@@ -2,6 +2,8 @@
 gRPC server on a unix socket (metadata and deadline kept; the worker's status and trailing metadata
 returned as they are). So health, metadata, statistics, repository, admin, reflection and shared-memory
 registration calls are answered by the one process that holds the models, whichever front-end took them.
+Admission (the front-end's gate) comes first, then the admin guard for a protected call (the client's
+address is only known here), as in the single-process server (serving/api/calls.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import grpc
 
 from serving.api.admission import AdmissionGate
+from serving.api.auth import AdminGuard, is_protected
 from serving.api.calls import INFERENCE_CALLS, MODEL_STREAM_INFER, gated
 from serving.api.status import message_of, status_of
 from serving.errors import ServingError
@@ -36,9 +39,10 @@ def forwarded_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, An
 
 
 class Forwarder:
-    def __init__(self, channel: grpc.aio.Channel, gate: AdmissionGate) -> None:
+    def __init__(self, channel: grpc.aio.Channel, gate: AdmissionGate, guard: AdminGuard) -> None:
         self._channel = channel
         self._gate = gate
+        self._guard = guard
 
     def handler(self, method: str) -> grpc.RpcMethodHandler:
         if method in STREAM_STREAM:
@@ -59,27 +63,38 @@ class Forwarder:
         return reply
 
     def _unary(self, method: str) -> Any:
-        inference = method in INFERENCE_CALLS
+        inference, admitted, protected = method in INFERENCE_CALLS, gated(method), is_protected(method)
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            if not gated(method):
-                return await self.call(method, request, context)
-            await admit(self._gate, inference, context)
+            if admitted:
+                await admit(self._gate, inference, context)
             try:
+                if protected:
+                    await self._check_admin(method, context)
                 return await self.call(method, request, context)
             finally:
-                self._gate.leave(inference)
+                if admitted:
+                    self._gate.leave(inference)
 
         return forward
 
+    async def _check_admin(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        """The admin guard (the token, or without one a loopback peer), or end the call UNAUTHENTICATED."""
+        try:
+            self._guard.check_call(method, context.invocation_metadata(), context.peer)
+        except ServingError as exc:
+            await context.abort(status_of(exc), message_of(exc))
+
     def _stream(self, method: str, client_streams: bool) -> Any:
         channel, gate = self._channel, self._gate
-        inference = method == MODEL_STREAM_INFER
+        inference, protected = method == MODEL_STREAM_INFER, is_protected(method)
 
         async def forward(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
             if gated(method):
                 await admit(gate, inference, context)
             try:
+                if protected:  # no protected method streams today; guarded all the same
+                    await self._check_admin(method, context)
                 multicallable: Any = (
                     channel.stream_stream(method) if client_streams else channel.unary_stream(method)
                 )

@@ -35,7 +35,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from serving.api.admission import AdmissionGate
-from serving.api.auth import AdminGuard, AdminGuardInterceptor, read_token
+from serving.api.auth import AdminGuard, read_token
 from serving.api.calls import MODEL_INFER
 from serving.api.codec import check_names, decode_request, metadata_value
 from serving.api.request_guard import SCAN_BYTES, too_many_entries
@@ -104,15 +104,12 @@ class FrontEnd:
             ("grpc.max_send_message_length", options.max_message_bytes),
         ]
         self._channel = grpc.aio.insecure_channel(f"unix:{options.worker_grpc}", options=grpc_options)
-        self.forwarder = Forwarder(self._channel, self.gate)
-        self.ring = SlotRing.create()
-        self.client = WorkerClient(self.ring)
         token_file = options.admin_token_file
         guard = AdminGuard(None if token_file is None else read_token(Path(token_file)))
-        self._server = grpc.aio.server(
-            interceptors=[AdminGuardInterceptor(guard)],
-            options=[*grpc_options, ("grpc.so_reuseport", 1)],
-        )
+        self.forwarder = Forwarder(self._channel, self.gate, guard)
+        self.ring = SlotRing.create()
+        self.client = WorkerClient(self.ring)
+        self._server = grpc.aio.server(options=[*grpc_options, ("grpc.so_reuseport", 1)])
         self._server.add_generic_rpc_handlers([_Routes(self)])
 
     async def model_infer(

@@ -85,10 +85,15 @@ def model_ready(address: str) -> bool:
         return bool(stub.ModelReady(ipb.ModelReadyRequest(name="m"), timeout=10).ready)
 
 
-@pytest.fixture(scope="module")
-def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=["1", "2"], ids=["one-process", "two-frontends"])
+def open_server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ServerProcess]:
+    """With --frontends 2 the front-ends apply the guard: only they know the client's address (the
+    worker sees every forwarded call come from its own unix socket)."""
     root = tmp_path_factory.mktemp("loopback")
-    server = start_server(write_add_repository(root / "repo", "m"), root / "s.log", "--host", "0.0.0.0")
+    repo = write_add_repository(root / "repo", "m")
+    server = start_server(repo, root / "s.log", "--host", "0.0.0.0", "--frontends", request.param)
     yield server
     server.stop()
 
