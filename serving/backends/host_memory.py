@@ -25,15 +25,19 @@ _PORTABLE = 1  # cudaHostRegisterPortable
 
 def pin_host_memory(memory: mmap.mmap, what: str) -> Callable[[], None] | None:
     try:
-        import torch
-
-        if not torch.cuda.is_available():
-            log.info("%s stays pageable: torch sees no CUDA device", what)
-            return None
-        cudart = torch.cuda.cudart()  # type: ignore[no-untyped-call]
-    except Exception as exc:  # a broken CUDA install must not stop the link
+        return _register(memory, what)
+    except Exception as exc:  # a broken CUDA install must not stop the link: the memory stays pageable
         log.warning("%s stays pageable: the CUDA runtime is not usable (%s)", what, exc)
         return None
+
+
+def _register(memory: mmap.mmap, what: str) -> Callable[[], None] | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        log.info("%s stays pageable: torch sees no CUDA device", what)
+        return None
+    cudart = torch.cuda.cudart()  # type: ignore[no-untyped-call]
     view = np.frombuffer(memory, np.uint8)  # only for its address; the buffer export ends with it
     address, size = int(view.ctypes.data), len(memory)
     del view

@@ -106,8 +106,8 @@ class WorkerLink:
             return
         facts = FrontEndFacts(self._next_index, int(hello["pid"]))
         self._next_index += 1
-        what = f"front-end pid {facts.pid}'s slot ring"
-        unpin = None if self._pin is None else self._pin(ring.memory, what)
+        what = f"front-end pid {facts.pid}'s slot ring"  # pinning may initialise CUDA: off the loop
+        unpin = None if self._pin is None else await asyncio.to_thread(self._pin, ring.memory, what)
         writer.write(wire.frame(wire.WELCOME, facts.index))
         self.connected.append(facts)
         self._changed.set()
