@@ -53,6 +53,12 @@ from serving.parameters import flag
 from serving.types import Array, TensorMap, utf8_bytes, utf8_texts
 
 logger = logging.getLogger("serving.backends")
+# torch.from_numpy warns on a read-only array (a front-end slot's view, `_pinned`); this module only
+# copies such a tensor to the device. One filter, set once: warnings.catch_warnings per call is not
+# thread-safe, and instances run on their own threads.
+warnings.filterwarnings(
+    "ignore", message="The given NumPy array is not writable", category=UserWarning, module=__name__
+)
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -372,9 +378,7 @@ def _pinned(array: Array) -> torch.Tensor | None:
     (serving/backends/host_memory.py). The tensor is only read, by the copy to the device."""
     if not array.flags.c_contiguous or array.dtype not in _NUMPY_TO_TORCH:
         return None
-    with warnings.catch_warnings():  # from_numpy warns on read-only arrays; nothing writes to this one
-        warnings.simplefilter("ignore", UserWarning)
-        tensor = torch.from_numpy(array)
+    tensor = torch.from_numpy(array)  # a read-only array's warning is filtered for this module (above)
     return tensor if tensor.is_pinned() else None
 
 

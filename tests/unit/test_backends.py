@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -162,6 +164,22 @@ def test_on_the_cpu_every_backend_lets_the_batcher_merge_into_plain_memory(backe
     assert backend.host_buffer("input", (5, 4), np.dtype(np.float32)) is None
     merged = merge_inputs([{"input": batch(2)}, {"input": batch(3)}], backend.host_buffer)
     np.testing.assert_allclose(backend.infer(merged).outputs["probs"][2:], reference(batch(3))[0], atol=1e-5)
+
+
+def test_the_torch_backend_looks_at_a_read_only_view_for_pinning_without_a_warning() -> None:
+    """A front-end slot's inputs are read-only views; torch.from_numpy warns on those (once per process,
+    so this runs in a fresh one, with warnings as errors). The backend only copies them to the device."""
+    code = (
+        "import numpy as np\n"
+        "from serving.backends.torch import _pinned\n"
+        "view = np.zeros(4, np.float32)\n"
+        "view.flags.writeable = False\n"
+        "assert _pinned(view) is None  # no GPU here: nothing is pinned\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_close_is_idempotent_and_refuses_later_batches(backend: Backend) -> None:
