@@ -66,8 +66,8 @@ def gated(method: str) -> bool:
 
 
 @dataclass(frozen=True)
-class _Call:
-    """What the checks need to know of a method, worked out once at registration."""
+class CallFacts:
+    """What the checks need to know of a method, worked out once when its handler is made."""
 
     method: str
     admitted: bool  # enters the admission gate
@@ -75,8 +75,28 @@ class _Call:
     protected: bool  # an admin call: the admin guard applies
 
     @classmethod
-    def of(cls, method: str) -> _Call:
+    def of(cls, method: str) -> CallFacts:
         return cls(method, gated(method), method in INFERENCE_CALLS, is_protected(method))
+
+
+async def admit(
+    gate: AdmissionGate, admin: AdminGuard, call: CallFacts, context: grpc.aio.ServicerContext
+) -> None:
+    """Enter the gate (when the method is gated) and pass the admin guard (when protected); a refusal
+    aborts the call with its status, the gate left again. The caller leaves the gate when the call ends
+    (if `call.admitted`). The front-ends' forwarded calls pass the same (serving/frontends/forward.py)."""
+    if call.admitted:
+        try:
+            gate.enter(call.inference)
+        except ServingError as exc:
+            await context.abort(status_of(exc), message_of(exc))
+    if call.protected:
+        try:
+            admin.check_call(call.method, context.invocation_metadata(), context.peer)
+        except ServingError as exc:
+            if call.admitted:
+                gate.leave(call.inference)
+            await context.abort(status_of(exc), message_of(exc))
 
 
 @dataclass(frozen=True)
@@ -156,27 +176,11 @@ class CallPolicy:
 
     # ---- every other method --------------------------------------------------------------------------
 
-    async def _admit(self, call: _Call, context: grpc.aio.ServicerContext) -> None:
-        """Enter the gate (when the method is gated) and pass the admin guard (when protected); a refusal
-        aborts the call with its status, the gate left again."""
-        if call.admitted:
-            try:
-                self.gate.enter(call.inference)
-            except ServingError as exc:
-                await context.abort(status_of(exc), message_of(exc))
-        if call.protected:
-            try:
-                self.admin.check_call(call.method, context.invocation_metadata(), context.peer)
-            except ServingError as exc:
-                if call.admitted:
-                    self.gate.leave(call.inference)
-                await context.abort(status_of(exc), message_of(exc))
-
     def _unary(self, method: str, behaviour: Unary) -> Unary:
-        call, gate, guard = _Call.of(method), self.gate, self.infer_guard
+        call, gate, admin, guard = CallFacts.of(method), self.gate, self.admin, self.infer_guard
 
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await self._admit(call, context)
+            await admit(gate, admin, call, context)
             try:
                 try:
                     guard.check(request)
@@ -192,12 +196,12 @@ class CallPolicy:
     def _streamed(self, method: str, behaviour: Streamed) -> Streamed:
         """A stream is admitted as one call; it ends at its first request that fails the guard: the
         replies to the requests before it are sent, then the call ends with that request's status."""
-        call, gate, guard = _Call.of(method), self.gate, self.infer_guard
+        call, gate, admin, guard = CallFacts.of(method), self.gate, self.admin, self.infer_guard
 
         async def handle(
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
-            await self._admit(call, context)
+            await admit(gate, admin, call, context)
             refused: list[InvalidInput] = []
 
             async def checked() -> AsyncIterator[Any]:

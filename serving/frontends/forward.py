@@ -3,7 +3,7 @@ gRPC server on a unix socket (metadata and deadline kept; the worker's status an
 returned as they are). So health, metadata, statistics, repository, admin, reflection and shared-memory
 registration calls are answered by the one process that holds the models, whichever front-end took them.
 Admission (the front-end's gate) comes first, then the admin guard for a protected call (the client's
-address is only known here), as in the single-process server (serving/api/calls.py).
+address is only known here): the single-process server's own `admit` (serving/api/calls.py).
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ from typing import Any
 import grpc
 
 from serving.api.admission import AdmissionGate
-from serving.api.auth import AdminGuard, is_protected
-from serving.api.calls import INFERENCE_CALLS, MODEL_STREAM_INFER, gated
-from serving.api.status import message_of, status_of
-from serving.errors import ServingError
+from serving.api.auth import AdminGuard
+from serving.api.calls import MODEL_STREAM_INFER, CallFacts, admit
 
 STREAM_STREAM = frozenset(
     {
@@ -63,38 +61,25 @@ class Forwarder:
         return reply
 
     def _unary(self, method: str) -> Any:
-        inference, admitted, protected = method in INFERENCE_CALLS, gated(method), is_protected(method)
+        call = CallFacts.of(method)
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            if admitted:
-                await admit(self._gate, inference, context)
+            await admit(self._gate, self._guard, call, context)
             try:
-                if protected:
-                    await self._check_admin(method, context)
                 return await self.call(method, request, context)
             finally:
-                if admitted:
-                    self._gate.leave(inference)
+                if call.admitted:
+                    self._gate.leave(call.inference)
 
         return forward
 
-    async def _check_admin(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        """The admin guard (the token, or without one a loopback peer), or end the call UNAUTHENTICATED."""
-        try:
-            self._guard.check_call(method, context.invocation_metadata(), context.peer)
-        except ServingError as exc:
-            await context.abort(status_of(exc), message_of(exc))
-
     def _stream(self, method: str, client_streams: bool) -> Any:
-        channel, gate = self._channel, self._gate
-        inference, protected = method == MODEL_STREAM_INFER, is_protected(method)
+        channel, gate, guard, facts = self._channel, self._gate, self._guard, CallFacts.of(method)
 
         async def forward(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-            if gated(method):
-                await admit(gate, inference, context)
+            # admission, and the admin guard should a protected method ever stream (none does today)
+            await admit(gate, guard, facts, context)
             try:
-                if protected:  # no protected method streams today; guarded all the same
-                    await self._check_admin(method, context)
                 multicallable: Any = (
                     channel.stream_stream(method) if client_streams else channel.unary_stream(method)
                 )
@@ -107,16 +92,7 @@ class Forwarder:
                 except grpc.aio.AioRpcError as exc:
                     await context.abort(exc.code(), exc.details() or "", exc.trailing_metadata() or ())
             finally:
-                if gated(method):
-                    gate.leave(inference)
+                if facts.admitted:
+                    gate.leave(facts.inference)
 
         return forward
-
-
-async def admit(gate: AdmissionGate, inference: bool, context: grpc.aio.ServicerContext) -> None:
-    """Enter the front-end's admission gate, or end the call (UNAVAILABLE while draining, else
-    RESOURCE_EXHAUSTED)."""
-    try:
-        gate.enter(inference)
-    except ServingError as exc:
-        await context.abort(status_of(exc), message_of(exc))
