@@ -19,7 +19,12 @@ preferred size is within reach, or the delay is at most DELAY_SHARE of the model
 (for a slow model the delay is cheap, and the clients it just answered come back within it). While
 draining, nothing waits.
 
-Where a batch runs: on the instance's worker thread, or inline on the event loop when the model's
+One batch ahead: while an instance runs, a batch that waiting cannot change (full, or the next request
+cannot join it) goes to the instance's own thread at once and starts as the running one ends, not after
+the loop has answered that one and the thread has won the GIL back (docs/performance.md, round 6). A
+request handed over ahead no longer expires: it is running, as far as the queue is concerned.
+
+Where a batch runs: on the instance's own worker thread, or inline on the event loop when the model's
 recent batch wall time (measured on every batch, wherever it ran) is below `inline_below_s`: for a model
 that costs microseconds, the hand-off to a thread and back costs more than the model
 (docs/performance.md has the measurement). 0 disables inline runs.
@@ -37,6 +42,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from serving.backends.base import Backend, ComputeTimings
 from serving.batching.policy import BatchingPolicy, choose_batch, preferred_within_reach
@@ -52,6 +58,15 @@ DELAY_SHARE = 0.1
 __all__ = ["BatchObserver", "BatchingPolicy", "DynamicBatcher", "RequestResult"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Instance:
+    """A backend instance and its thread; `batches`: 0 free, 1 running, 2 running and one ahead."""
+
+    backend: Backend
+    executor: ThreadPoolExecutor
+    batches: int = 0
 
 
 class DynamicBatcher:
@@ -74,11 +89,12 @@ class DynamicBatcher:
         self._clock = clock
         self._name = name
         self._inline_below_s = inline_below_s
-        self._free: list[Backend] = list(instances)
-        self._instances = len(instances)
+        self._instances = [
+            _Instance(backend, ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}-{i}"))
+            for i, backend in enumerate(instances)
+        ]
         self._batch_s: float | None = None  # recent wall time of one batch (moving average)
         self._inline = False  # batches run on the loop: _batch_s < inline_below_s (2× that to stay)
-        self._executor = ThreadPoolExecutor(max_workers=len(instances), thread_name_prefix=f"batch-{name}")
         self._queue = RequestQueue(policy, self._observer, clock, name)
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -141,20 +157,35 @@ class DynamicBatcher:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
-        await asyncio.to_thread(self._executor.shutdown, True)
+        for instance in self._instances:
+            await asyncio.to_thread(instance.executor.shutdown, True)
 
     def _wait_estimate(self, rows: int) -> float:
-        """Seconds until a request of `rows` rows queued now is answered: the batches ahead of it and
-        its own, spread over the instances, each the recent batch time; half a batch more when every
-        instance is busy. 0 until a batch has run (nothing measured yet)."""
+        """Seconds until a request of `rows` rows queued now is answered: the batches ahead of it (those
+        handed to a thread ahead too) and its own, spread over the instances, each the recent batch time;
+        half a batch more when every instance is busy. 0 until a batch has run (nothing measured yet)."""
         if self._batch_s is None:
             return 0.0
         if self._policy.batching:
-            batches = math.ceil((self._queue.rows + rows) / self._policy.max_batch_size)
+            ahead = sum(instance.batches > 1 for instance in self._instances)
+            batches = ahead + math.ceil((self._queue.rows + rows) / self._policy.max_batch_size)
         else:
             batches = self._queue.depth + 1
-        waves = math.ceil(batches / self._instances) + (0.5 if not self._free else 0.0)
+        waves = math.ceil(batches / len(self._instances)) + (0.0 if self._any_free() else 0.5)
         return waves * self._batch_s
+
+    def _any_free(self) -> bool:
+        return any(not instance.batches for instance in self._instances)
+
+    def _ready_instance(self) -> _Instance | None:
+        """A free instance; else, for batches on threads, a running one with nothing ahead of it yet."""
+        ahead: _Instance | None = None
+        for instance in self._instances:
+            if instance.batches == 0:
+                return instance
+            if instance.batches == 1 and ahead is None:
+                ahead = instance
+        return ahead if self._policy.batching and not self._inline else None
 
     def _check_accepting(self) -> None:
         if self._failure is not None:
@@ -184,6 +215,9 @@ class DynamicBatcher:
 
     def _pass(self) -> None:
         self._pass_pending = False
+        self._run_pass()
+
+    def _run_pass(self) -> None:
         try:
             wait_s = self._step(self._clock())
         except Exception as exc:  # a bug, or an observer that raised: fail closed, nothing may hang
@@ -205,17 +239,17 @@ class DynamicBatcher:
     def _step(self, now: float) -> float | None:
         """Drop what expired, dispatch what is ready; return seconds until the next timer (None: none)."""
         self._queue.expire(now)
-        while self._free:
-            batch = self._next_batch(now)
+        while (instance := self._ready_instance()) is not None:
+            batch = self._next_batch(now, ahead=instance.batches > 0)
             if not batch:
                 break
-            self._dispatch(batch, now)
+            self._dispatch(instance, batch)
         self._update_idle()
         return self._next_timer(now)
 
-    def _next_batch(self, now: float) -> list[QueuedRequest]:
+    def _next_batch(self, now: float, ahead: bool) -> list[QueuedRequest]:
         gathered, can_grow = self._queue.gather()  # max_batch_size 0: always one request, dispatched at once
-        if not gathered:
+        if not gathered or (ahead and can_grow):  # ahead of a running batch: only what cannot change
             return []
         policy = self._policy
         # the same sum as in _next_timer, so "expired" and "wait 0 s" always agree (no float spin)
@@ -240,7 +274,7 @@ class DynamicBatcher:
     def _next_timer(self, now: float) -> float | None:
         expiry = self._queue.next_expiry()
         head = self._queue.head_enqueued_at()
-        if self._free and head is not None and self._policy.batching:
+        if head is not None and self._policy.batching and self._any_free():
             delay_ends = head + self._policy.max_queue_delay_s
             expiry = delay_ends if expiry is None else min(expiry, delay_ends)
         return None if expiry is None else max(0.0, expiry - now)
@@ -253,39 +287,39 @@ class DynamicBatcher:
 
     # ---- running one batch -----------------------------------------------------------------------
 
-    def _dispatch(self, batch: list[QueuedRequest], now: float) -> None:
-        instance = self._free.pop()
+    def _dispatch(self, instance: _Instance, batch: list[QueuedRequest]) -> None:
+        instance.batches += 1
         self._in_flight += len(batch)
         inputs, rows = [p.inputs for p in batch], [p.rows for p in batch]
         if self.runs_inline:
             try:
-                outcome = self._execute(instance, inputs, rows)
+                outcome = self._execute(instance.backend, inputs, rows)
             except Exception as exc:
-                self._finish(instance, batch, now, None, exc)
+                self._finish(instance, batch, None, exc)
             else:
-                self._finish(instance, batch, now, outcome, None)
+                self._finish(instance, batch, outcome, None)
             return
         assert self._loop is not None
-        future = self._loop.run_in_executor(self._executor, self._execute, instance, inputs, rows)
-        future.add_done_callback(functools.partial(self._finished, instance, batch, now))
+        future = self._loop.run_in_executor(instance.executor, self._execute, instance.backend, inputs, rows)
+        future.add_done_callback(functools.partial(self._finished, instance, batch))
 
     def _finished(
-        self, instance: Backend, batch: list[QueuedRequest], started: float, future: asyncio.Future[_Outcome]
+        self, instance: _Instance, batch: list[QueuedRequest], future: asyncio.Future[_Outcome]
     ) -> None:
-        """The worker thread's batch is done (a loop callback): answer its requests, then schedule."""
+        """The worker thread's batch is done (a loop callback): answer its requests, then schedule at
+        once, not in a pass queued behind the answered requests' tasks (which encode their replies)."""
         error = future.exception()
         if error is None:
-            self._finish(instance, batch, started, future.result(), None)
+            self._finish(instance, batch, future.result(), None)
         else:
             failure = error if isinstance(error, Exception) else RuntimeError(repr(error))
-            self._finish(instance, batch, started, None, failure)
-        self._request_pass()
+            self._finish(instance, batch, None, failure)
+        self._run_pass()
 
     def _finish(
         self,
-        instance: Backend,
+        instance: _Instance,
         batch: list[QueuedRequest],
-        started_at: float,
         outcome: _Outcome | None,
         error: Exception | None,
     ) -> None:
@@ -298,7 +332,7 @@ class DynamicBatcher:
                 self._observer.on_batch(rows, len(batch), None, error)
                 self.failures.record(failed=True)
                 return
-            parts, timings, took = outcome
+            parts, timings, began, took = outcome
             self._measured(took)
             answered = False
             for pending, outputs in zip(batch, parts, strict=True):
@@ -308,13 +342,13 @@ class DynamicBatcher:
                     continue
                 answered = True
                 if not pending.future.done():
-                    queue_ns = int((started_at - pending.enqueued_at) * 1e9)
+                    queue_ns = int((began - pending.enqueued_at) * 1e9)
                     pending.future.set_result(RequestResult(outputs, queue_ns, timings, rows))
             self._observer.on_batch(rows, len(batch), timings, None)
             self.failures.record(failed=not answered)
         finally:
             self._in_flight -= len(batch)
-            self._free.append(instance)
+            instance.batches -= 1
             self._update_idle()
 
     def _measured(self, took: float) -> None:
@@ -326,11 +360,12 @@ class DynamicBatcher:
 
     def _execute(self, instance: Backend, requests: list[TensorMap], row_counts: list[int]) -> _Outcome:
         """Merge, run the model, split (in a worker thread, or inline); also the wall time it took. A batch
-        of several requests that runs out of memory is retried as two halves (serving/batching/retry.py)."""
+        of several requests that runs out of memory is retried as two halves (serving/batching/retry.py).
+        The queue time of its requests ends at `begun`: a batch handed over ahead waits in the thread."""
         begun = self._clock()
         if not self._policy.batching:
             result = instance.infer(requests[0])
-            return [dict(result.outputs)], result.timings, self._clock() - begun
+            return [dict(result.outputs)], result.timings, begun, self._clock() - begun
         run = functools.partial(_run_merged, instance)
         try:
             merged, timings = run(requests, row_counts)
@@ -344,8 +379,8 @@ class DynamicBatcher:
                 exc,
             )
             parts, timings = run_as_halves(run, requests, row_counts, self._name)
-            return parts, timings, self._clock() - begun
-        return list(merged), timings, self._clock() - begun
+            return parts, timings, begun, self._clock() - begun
+        return list(merged), timings, begun, self._clock() - begun
 
 
 def _run_merged(
@@ -355,7 +390,7 @@ def _run_merged(
     return split_outputs(result.outputs, row_counts), result.timings
 
 
-_Outcome = tuple[Parts, ComputeTimings, float]
+_Outcome = tuple[Parts, ComputeTimings, float, float]  # parts, timings, began, took
 
 
 def _execution_error(exc: Exception) -> ModelExecutionError:

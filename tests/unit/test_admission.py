@@ -64,15 +64,16 @@ async def test_a_deadline_the_queue_ahead_outlasts_is_refused_at_admission() -> 
         await backend.wait_started(2)
         queued = [asyncio.create_task(batcher.infer(request(2, i * 2))) for i in range(2)]
         await settle()
-        assert batcher.queue_depth == 2
-        # ahead: 4 queued rows + this one = 3 batches of 2, plus half of the running one: 3.5 s
+        assert batcher.queue_depth == 1 and batcher.in_flight == 1 + 1  # one full batch went ahead
+        # before it: one batch handed over ahead, 2 queued rows + this one = 2 batches of 2, plus half
+        # of the running one: 3.5 s
         with pytest.raises(DeadlineExceeded, match="cannot answer in time .*3500 ms"):
             await batcher.infer(request(1, 9), deadline=clock() + 3.0)
         assert observer.rejected == ["unmeetable"]
-        assert batcher.queue_depth == 2  # refused without being queued
+        assert batcher.queue_depth == 1  # refused without being queued
         patient = asyncio.create_task(batcher.infer(request(1, 9), deadline=clock() + 4.0))
         await settle()
-        assert batcher.queue_depth == 3  # 3.5 s fits in 4 s: admitted
+        assert batcher.queue_depth == 2  # 3.5 s fits in 4 s: admitted
         backend.release()
         await asyncio.wait_for(asyncio.gather(blocker, *queued, patient), LONG)
     finally:

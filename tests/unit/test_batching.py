@@ -241,7 +241,8 @@ async def test_mixed_row_requests_are_merged_split_exactly_and_never_exceed_max(
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     tasks = [submit(batcher, request(n, start)) for n, start in zip(sizes, starts, strict=True)]
     await settle()
-    assert batcher.queue_depth == len(sizes)
+    # the 3 rows cannot grow (the next 2 do not fit): handed to the busy instance ahead, the rest waits
+    assert batcher.queue_depth == len(sizes) - 1 and batcher.in_flight == 1 + 1
     backend.release()
     done = await results([blocker, *tasks])
     # FIFO up to 4 rows; 3 rows then 2 rows do not fit together, so the 3 go alone
@@ -354,7 +355,8 @@ async def test_work_conserving_batches_fill_while_every_instance_is_busy(make: F
     blocker = await hold_with_blocker(batcher, backend)  # went at once: the instance was free
     tasks = [submit(batcher, request(1, start=i)) for i in range(6)]
     await settle()
-    assert batcher.queue_depth == 6  # busy: they wait, whatever the delay
+    # busy: they wait, whatever the delay; the first 4 are full, so they go ahead to the busy instance
+    assert batcher.queue_depth == 2 and batcher.in_flight == 1 + 4
     backend.release()
     await results([blocker, *tasks])  # freed: full batches, then the rest at once, no delay waited
     assert backend.batch_rows == [1, 4, 2]
@@ -501,6 +503,68 @@ async def test_two_instances_run_batches_in_parallel(make: Factory) -> None:
         backend.release()
     await results(tasks)
     assert sorted(len(b.batches) for b in backends) == [1, 1]
+
+
+async def test_a_busy_instance_takes_one_batch_ahead_only_when_waiting_cannot_change_it(
+    make: Factory,
+) -> None:
+    backend = FakeBackend()
+    batcher = await make([backend], BatchingPolicy(max_batch_size=4, max_queue_delay_s=100.0))
+    blocker = await hold_with_blocker(batcher, backend)
+    tasks = [submit(batcher, request(1, start=i)) for i in range(3)]
+    await settle()
+    assert batcher.queue_depth == 3 and batcher.in_flight == 1  # 3 rows could still grow: they wait
+    tasks += [submit(batcher, request(1, start=i)) for i in range(3, 8)]
+    await settle()
+    # 4 rows are full: ahead, behind the running batch; the next 4 wait (one batch ahead at most)
+    assert batcher.queue_depth == 4 and batcher.in_flight == 1 + 4
+    backend.release()
+    answers = await results([blocker, *tasks])
+    assert backend.batch_rows == [1, 4, 4] and backend.max_active == 1
+    for i, answer in enumerate(answers[1:]):
+        np.testing.assert_array_equal(answer.outputs["x_out"], block(1, i) * 2)
+
+
+async def test_a_batch_handed_over_ahead_is_queued_until_it_starts(make: Factory) -> None:
+    clock, backend = FakeClock(), FakeBackend()
+    batcher = await make([backend], BatchingPolicy(max_batch_size=2), clock=clock)
+    blocker = await hold_with_blocker(batcher, backend)
+    ahead = [submit(batcher, request(1, start=i)) for i in range(2)]
+    await settle()
+    assert batcher.queue_depth == 0  # handed over at once, behind the held batch
+    clock.advance(1.5)  # the held batch takes 1.5 s on the batcher's clock
+    backend.release()
+    answers = await results([blocker, *ahead])
+    assert [a.queue_ns for a in answers[1:]] == [1_500_000_000] * 2 and backend.batch_rows == [1, 2]
+
+
+async def test_each_instance_has_its_own_thread_and_never_runs_two_batches_at_once(make: Factory) -> None:
+    names: list[set[str]] = [set(), set()]
+
+    def noting(index: int) -> Callable[[TensorMap], dict[str, Array]]:
+        def transform(inputs: TensorMap) -> dict[str, Array]:
+            names[index].add(threading.current_thread().name)
+            return double(inputs)
+
+        return transform
+
+    backends = [FakeBackend(noting(0)), FakeBackend(noting(1))]
+    batcher = await make(backends, BatchingPolicy(max_batch_size=2))
+    for backend in backends:
+        backend.hold()
+    tasks = []
+    for i, backend in enumerate(backends):  # one request each, alone: the free instance takes it
+        tasks.append(submit(batcher, request(1, i)))
+        await backend.wait_started(1)
+    tasks += [submit(batcher, request(2, 2 + 2 * i)) for i in range(4)]  # full: one ahead per instance
+    await settle()
+    assert batcher.in_flight == 2 + 2 and batcher.queue_depth == 2  # requests, not rows
+    for backend in backends:
+        backend.release()
+    await results(tasks)
+    assert [b.max_active for b in backends] == [1, 1]
+    assert sum(len(b.batches) for b in backends) == 6
+    assert all(len(n) == 1 for n in names) and names[0] != names[1]
 
 
 async def test_max_batch_size_zero_runs_each_request_alone_as_given(make: Factory) -> None:
