@@ -133,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch's intra-op CPU threads, for every PyTorch model in the process (default: torch's)",
     )
     serve.add_argument(
+        "--switch-interval-us",
+        type=int,
+        default=int(_env("switch_interval_us", 500)),
+        help="how long a model's batch thread may wait for the event loop to hand over Python's GIL "
+        "(sys.setswitchinterval, in µs; Python's own default is 5000); docs/performance.md, round 6",
+    )
+    serve.add_argument(
         "--frontends",
         type=int,
         default=int(_env("frontends", 1)),
@@ -209,6 +216,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         access_log_sample_rate=args.access_log_sample_rate,
         drift_interval_s=args.drift_interval,
         torch_threads=None if args.torch_threads is None else int(args.torch_threads),
+        switch_interval_us=args.switch_interval_us,
         repository_poll_secs=args.repository_poll_secs,
         frontends=args.frontends,
         admin_port=args.admin_port,
@@ -290,5 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"serving serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
+    sys.setswitchinterval(settings.switch_interval_us / 1e6)  # the whole process: set once, here
+    log = logging.getLogger("serving.server")
+    log.info("Python thread switch interval: %.0f us", sys.getswitchinterval() * 1e6)
     _run(serve(settings))
     return 0

@@ -29,6 +29,7 @@ class ServerSettings:
     access_log_sample_rate: float = 0.01  # fraction of successful requests in the access log; errors: all
     drift_interval_s: float = 10.0  # how often drift scores are computed (off the request path)
     torch_threads: int | None = None  # torch's intra-op CPU threads (process-wide); None = torch's default
+    switch_interval_us: int = 500  # the serving process's GIL switch interval (sys.setswitchinterval)
     repository_poll_secs: float = 15.0  # poll mode: how often the repository is scanned
     admin_port: int | None = None  # None = the admin service shares the gRPC port; 0 = any free port
     admin_host: str = "127.0.0.1"  # where a separate admin port binds
@@ -75,6 +76,9 @@ class ServerSettings:
             raise ValueError(f"access_log_sample_rate: must be within [0, 1], got {rate}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"torch_threads: must be >= 1, got {self.torch_threads}")
+        if not 1 <= self.switch_interval_us <= 1_000_000:
+            interval = self.switch_interval_us
+            raise ValueError(f"switch_interval_us: must be within [1, 1000000], got {interval}")
         if self.max_inputs_per_request < 1:
             raise ValueError(f"max_inputs_per_request: must be >= 1, got {self.max_inputs_per_request}")
         for name, limit in (

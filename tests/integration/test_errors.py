@@ -54,7 +54,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = start_server(
         repo, tmp_path_factory.mktemp("errors") / "server.log", "--max-message-bytes", "65536",
-        "--torch-threads", "1",
+        "--torch-threads", "1", "--switch-interval-us", "300",
     )
     yield process
     assert process.stop() == 0, process.log()[-3000:]
@@ -249,3 +249,7 @@ def test_unload_and_load(client: grpcclient.InferenceServerClient, repo: Path) -
 
 def test_torch_threads_flag_is_applied(server: ServerProcess) -> None:
     assert "torch intra-op CPU threads: 1" in server.log()
+
+
+def test_switch_interval_flag_is_applied(server: ServerProcess) -> None:
+    assert "Python thread switch interval: 300 us" in server.log()

@@ -19,6 +19,7 @@ def test_flags_become_settings(tmp_path: Path) -> None:
     assert settings.grpc_port == 0
     assert settings.metrics_port is None
     assert settings.torch_threads == 1
+    assert settings.switch_interval_us == 500  # the measured default (docs/performance.md, round 6)
 
 
 def test_torch_threads_default_is_torchs_own(tmp_path: Path) -> None:
@@ -29,6 +30,7 @@ def test_torch_threads_default_is_torchs_own(tmp_path: Path) -> None:
     ("overrides", "message"),
     [
         ({"torch_threads": 0}, "torch_threads: must be >= 1"),
+        ({"switch_interval_us": 0}, r"switch_interval_us: must be within \[1, 1000000\], got 0"),
         ({"grpc_port": 70000}, "grpc_port: 70000 is not a port number"),
         ({"log_format": "xml"}, "log_format: 'xml'"),
         ({"max_message_bytes": 10}, "max_message_bytes: 10 is too small"),
