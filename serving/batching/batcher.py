@@ -166,11 +166,11 @@ class DynamicBatcher:
         half a batch more when every instance is busy. 0 until a batch has run (nothing measured yet)."""
         if self._batch_s is None:
             return 0.0
+        batches = sum(instance.batches > 1 for instance in self._instances)
         if self._policy.batching:
-            ahead = sum(instance.batches > 1 for instance in self._instances)
-            batches = ahead + math.ceil((self._queue.rows + rows) / self._policy.max_batch_size)
+            batches += math.ceil((self._queue.rows + rows) / self._policy.max_batch_size)
         else:
-            batches = self._queue.depth + 1
+            batches += self._queue.depth + 1
         waves = math.ceil(batches / len(self._instances)) + (0.0 if self._any_free() else 0.5)
         return waves * self._batch_s
 
@@ -185,7 +185,7 @@ class DynamicBatcher:
                 return instance
             if instance.batches == 1 and ahead is None:
                 ahead = instance
-        return ahead if self._policy.batching and not self._inline else None
+        return None if self._inline else ahead
 
     def _check_accepting(self) -> None:
         if self._failure is not None:

@@ -575,11 +575,12 @@ async def test_max_batch_size_zero_runs_each_request_alone_as_given(make: Factor
     await backend.wait_started(1)
     tasks = [submit(batcher, {"x": block(1, i).ravel()}) for i in range(2)]  # same shapes: still alone
     await settle()
+    assert batcher.queue_depth == 1 and batcher.in_flight == 2  # one request alone can go ahead
     backend.release()
     done = await results([first, *tasks])
     assert [b["x"].shape for b in backend.batches] == [(), (2,), (2,)]
     np.testing.assert_array_equal(done[2].outputs["x_out"], block(1, 1).ravel() * 2)
-    assert [r.batch_rows for r in done] == [1, 1, 1]
+    assert [r.batch_rows for r in done] == [1, 1, 1] and backend.max_active == 1
 
 
 # ---- backpressure, deadlines, cancellation -----------------------------------------------------------
