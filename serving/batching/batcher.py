@@ -7,8 +7,8 @@
     one future per request ◄─ split_outputs ◄─ backend.infer ◄─ merge_inputs  (worker thread, or inline)
 
 The pieces: `policy` decides when a gathered batch goes (choose_batch), `queue` admits requests and
-tracks their deadlines, `tensors` merges and splits arrays; this module schedules batches onto free
-instances and runs them.
+tracks their deadlines, `run` runs one batch (merge and split in `tensors`, out of memory in `retry`);
+this module schedules batches onto instances and answers their requests.
 
 Scheduling costs one loop callback per burst, not one task wake-up per request: `infer` asks for a pass
 (`loop.call_soon`) unless one is already pending, so the requests that arrive in one loop iteration meet
@@ -44,13 +44,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from serving.backends.base import Backend, ComputeTimings
+from serving.backends.base import Backend
 from serving.batching.policy import BatchingPolicy, choose_batch, preferred_within_reach
 from serving.batching.queue import BatchObserver, NullObserver, QueuedRequest, RequestQueue, RequestResult
-from serving.batching.retry import FailureStreak, Parts, is_out_of_memory, run_as_halves
-from serving.batching.tensors import merge_inputs, split_outputs
-from serving.errors import ModelExecutionError, Unavailable
-from serving.types import Array, TensorMap
+from serving.batching.retry import FailureStreak
+from serving.batching.run import Outcome, execution_error, run_batch
+from serving.errors import Unavailable
+from serving.types import TensorMap
 
 # Work-conserving batching still waits out the delay when it costs at most this share of a batch's time.
 DELAY_SHARE = 0.1
@@ -88,6 +88,7 @@ class DynamicBatcher:
         self._observer: BatchObserver = observer or NullObserver()
         self._clock = clock
         self._name = name
+        self._run = functools.partial(run_batch, batching=policy.batching, clock=clock, name=name)
         self._inline_below_s = inline_below_s
         self._instances = [
             _Instance(backend, ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}-{i}"))
@@ -293,18 +294,18 @@ class DynamicBatcher:
         inputs, rows = [p.inputs for p in batch], [p.rows for p in batch]
         if self.runs_inline:
             try:
-                outcome = self._execute(instance.backend, inputs, rows)
+                outcome = self._run(instance.backend, inputs, rows)
             except Exception as exc:
                 self._finish(instance, batch, None, exc)
             else:
                 self._finish(instance, batch, outcome, None)
             return
         assert self._loop is not None
-        future = self._loop.run_in_executor(instance.executor, self._execute, instance.backend, inputs, rows)
+        future = self._loop.run_in_executor(instance.executor, self._run, instance.backend, inputs, rows)
         future.add_done_callback(functools.partial(self._finished, instance, batch))
 
     def _finished(
-        self, instance: _Instance, batch: list[QueuedRequest], future: asyncio.Future[_Outcome]
+        self, instance: _Instance, batch: list[QueuedRequest], future: asyncio.Future[Outcome]
     ) -> None:
         """The worker thread's batch is done (a loop callback): answer its requests, then schedule at
         once, not in a pass queued behind the answered requests' tasks (which encode their replies)."""
@@ -320,7 +321,7 @@ class DynamicBatcher:
         self,
         instance: _Instance,
         batch: list[QueuedRequest],
-        outcome: _Outcome | None,
+        outcome: Outcome | None,
         error: Exception | None,
     ) -> None:
         rows = sum(p.rows for p in batch)
@@ -328,7 +329,7 @@ class DynamicBatcher:
             if outcome is None:
                 for pending in batch:
                     if not pending.future.done():
-                        pending.future.set_exception(_execution_error(error or RuntimeError("no result")))
+                        pending.future.set_exception(execution_error(error or RuntimeError("no result")))
                 self._observer.on_batch(rows, len(batch), None, error)
                 self.failures.record(failed=True)
                 return
@@ -338,7 +339,7 @@ class DynamicBatcher:
             for pending, outputs in zip(batch, parts, strict=True):
                 if isinstance(outputs, Exception):  # its half of an out-of-memory batch failed again
                     if not pending.future.done():
-                        pending.future.set_exception(_execution_error(outputs))
+                        pending.future.set_exception(execution_error(outputs))
                     continue
                 answered = True
                 if not pending.future.done():
@@ -357,44 +358,3 @@ class DynamicBatcher:
         threshold from switching on every preempted batch of a busy machine."""
         self._batch_s = took if self._batch_s is None else 0.8 * self._batch_s + 0.2 * took
         self._inline = self._batch_s < self._inline_below_s * (2.0 if self._inline else 1.0)
-
-    def _execute(self, instance: Backend, requests: list[TensorMap], row_counts: list[int]) -> _Outcome:
-        """Merge, run the model, split (in a worker thread, or inline); also the wall time it took. A batch
-        of several requests that runs out of memory is retried as two halves (serving/batching/retry.py).
-        The queue time of its requests ends at `begun`: a batch handed over ahead waits in the thread."""
-        begun = self._clock()
-        if not self._policy.batching:
-            result = instance.infer(requests[0])
-            return [dict(result.outputs)], result.timings, begun, self._clock() - begun
-        run = functools.partial(_run_merged, instance)
-        try:
-            merged, timings = run(requests, row_counts)
-        except Exception as exc:
-            if len(requests) < 2 or not is_out_of_memory(exc):
-                raise
-            log.warning(
-                "%s: a batch of %d requests ran out of memory (%s): two halves",
-                self._name,
-                len(requests),
-                exc,
-            )
-            parts, timings = run_as_halves(run, requests, row_counts, self._name)
-            return parts, timings, begun, self._clock() - begun
-        return list(merged), timings, begun, self._clock() - begun
-
-
-def _run_merged(
-    instance: Backend, requests: list[TensorMap], row_counts: list[int]
-) -> tuple[list[dict[str, Array]], ComputeTimings]:
-    result = instance.infer(merge_inputs(requests, instance.host_buffer))
-    return split_outputs(result.outputs, row_counts), result.timings
-
-
-_Outcome = tuple[Parts, ComputeTimings, float, float]  # parts, timings, began, took
-
-
-def _execution_error(exc: Exception) -> ModelExecutionError:
-    """A fresh error per request (one exception object must not be raised in several tasks)."""
-    error = ModelExecutionError(str(exc) or type(exc).__name__)
-    error.__cause__ = exc
-    return error
