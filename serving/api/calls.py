@@ -28,6 +28,7 @@ itself through the same recorder.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -79,24 +80,28 @@ class CallFacts:
         return cls(method, gated(method), method in INFERENCE_CALLS, is_protected(method))
 
 
-async def admit(
+@contextlib.asynccontextmanager
+async def admitted(
     gate: AdmissionGate, admin: AdminGuard, call: CallFacts, context: grpc.aio.ServicerContext
-) -> None:
-    """Enter the gate (when the method is gated) and pass the admin guard (when protected); a refusal
-    aborts the call with its status, the gate left again. The caller leaves the gate when the call ends
-    (if `call.admitted`). The front-ends' forwarded calls pass the same (serving/frontends/forward.py)."""
+) -> AsyncIterator[None]:
+    """For the body's length: inside the gate (when the method is gated), past the admin guard (when
+    protected). A refusal aborts the call with its status, the gate left again; so does the body's end.
+    The front-ends' forwarded calls pass the same (serving/frontends/forward.py)."""
     if call.admitted:
         try:
             gate.enter(call.inference)
         except ServingError as exc:
             await context.abort(status_of(exc), message_of(exc))
-    if call.protected:
-        try:
-            admin.check_call(call.method, context.invocation_metadata(), context.peer)
-        except ServingError as exc:
-            if call.admitted:
-                gate.leave(call.inference)
-            await context.abort(status_of(exc), message_of(exc))
+    try:
+        if call.protected:
+            try:
+                admin.check_call(call.method, context.invocation_metadata(), context.peer)
+            except ServingError as exc:
+                await context.abort(status_of(exc), message_of(exc))
+        yield
+    finally:
+        if call.admitted:
+            gate.leave(call.inference)
 
 
 @dataclass(frozen=True)
@@ -180,16 +185,12 @@ class CallPolicy:
         call, gate, admin, guard = CallFacts.of(method), self.gate, self.admin, self.infer_guard
 
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await admit(gate, admin, call, context)
-            try:
+            async with admitted(gate, admin, call, context):
                 try:
                     guard.check(request)
                 except ServingError as exc:
                     await context.abort(status_of(exc), message_of(exc))
                 return await behaviour(request, context)
-            finally:
-                if call.admitted:
-                    gate.leave(call.inference)
 
         return handle
 
@@ -201,7 +202,6 @@ class CallPolicy:
         async def handle(
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
-            await admit(gate, admin, call, context)
             refused: list[InvalidInput] = []
 
             async def checked() -> AsyncIterator[Any]:
@@ -213,12 +213,9 @@ class CallPolicy:
                         return
                     yield request
 
-            try:
+            async with admitted(gate, admin, call, context):
                 async for reply in behaviour(checked(), context):
                     yield reply
-            finally:
-                if call.admitted:
-                    gate.leave(call.inference)
             if refused:
                 await context.abort(status_of(refused[0]), message_of(refused[0]))
 

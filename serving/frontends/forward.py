@@ -3,7 +3,7 @@ gRPC server on a unix socket (metadata and deadline kept; the worker's status an
 returned as they are). So health, metadata, statistics, repository, admin, reflection and shared-memory
 registration calls are answered by the one process that holds the models, whichever front-end took them.
 Admission (the front-end's gate) comes first, then the admin guard for a protected call (the client's
-address is only known here): the single-process server's own `admit` (serving/api/calls.py).
+address is only known here): the single-process server's own `admitted` (serving/api/calls.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import grpc
 
 from serving.api.admission import AdmissionGate
 from serving.api.auth import AdminGuard
-from serving.api.calls import MODEL_STREAM_INFER, CallFacts, admit
+from serving.api.calls import MODEL_STREAM_INFER, CallFacts, admitted
 
 STREAM_STREAM = frozenset(
     {
@@ -64,12 +64,8 @@ class Forwarder:
         call = CallFacts.of(method)
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            await admit(self._gate, self._guard, call, context)
-            try:
+            async with admitted(self._gate, self._guard, call, context):
                 return await self.call(method, request, context)
-            finally:
-                if call.admitted:
-                    self._gate.leave(call.inference)
 
         return forward
 
@@ -78,8 +74,7 @@ class Forwarder:
 
         async def forward(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
             # admission, and the admin guard should a protected method ever stream (none does today)
-            await admit(gate, guard, facts, context)
-            try:
+            async with admitted(gate, guard, facts, context):
                 multicallable: Any = (
                     channel.stream_stream(method) if client_streams else channel.unary_stream(method)
                 )
@@ -91,8 +86,5 @@ class Forwarder:
                         yield reply
                 except grpc.aio.AioRpcError as exc:
                     await context.abort(exc.code(), exc.details() or "", exc.trailing_metadata() or ())
-            finally:
-                if facts.admitted:
-                    gate.leave(facts.inference)
 
         return forward
